@@ -1,0 +1,31 @@
+# Two commands: `make demo` trains on the built-in demo dataset,
+# `make test` runs the test suite. Each creates .venv on first use.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --disable-pip-version-check -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) run_shapes.py
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PYTHON) bench/train_step.py --template celeba64d2c_autoenc --batch 8
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,17 @@
+"""Schedules and samplers of DiffAE."""
+from typing import Union
+
+from .base import GaussianDiffusionBeatGans, GaussianDiffusionBeatGansConfig
+from .diffusion import SpacedDiffusionBeatGans, SpacedDiffusionBeatGansConfig
+from .resample import UniformSampler
+from .schedules import get_named_beta_schedule, space_timesteps
+
+Sampler = Union[SpacedDiffusionBeatGans]
+SamplerConfig = Union[SpacedDiffusionBeatGansConfig]
+
+__all__ = [
+    'GaussianDiffusionBeatGans', 'GaussianDiffusionBeatGansConfig', 'Sampler',
+    'SamplerConfig', 'SpacedDiffusionBeatGans',
+    'SpacedDiffusionBeatGansConfig', 'UniformSampler',
+    'get_named_beta_schedule', 'space_timesteps'
+]

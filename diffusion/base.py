@@ -1,0 +1,465 @@
+"""Gaussian diffusion with eps prediction: the training loss, the posterior,
+DDPM ancestral sampling, deterministic DDIM and its reverse (stochastic
+encoding).
+
+Port of the reference's ``GaussianDiffusionBeatGans`` (itself from Ho et al.
+and guided-diffusion). The schedule is computed once in float64 (kept as
+numpy arrays under the reference's attribute names) and moved to each device
+once as float32 tensors, so the sampling loops do no host->device copies and
+no host syncs.
+"""
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+import torch
+
+from choices import (GenerativeType, LossType, ModelMeanType, ModelType,
+                     ModelVarType)
+from config_base import BaseConfig
+from model.nn import mean_flat
+
+from .schedules import get_named_beta_schedule  # noqa: F401 (re-export)
+
+
+@dataclass
+class GaussianDiffusionBeatGansConfig(BaseConfig):
+    gen_type: GenerativeType
+    betas: Tuple[float]
+    model_type: ModelType
+    model_mean_type: ModelMeanType
+    model_var_type: ModelVarType
+    loss_type: LossType
+    rescale_timesteps: bool
+    fp16: bool
+    train_pred_xstart_detach: bool = True
+
+    def make_sampler(self):
+        return GaussianDiffusionBeatGans(self)
+
+
+# schedule arrays that the loops read, moved to each device once
+_COEFS = (
+    'betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'alphas_cumprod_next',
+    'sqrt_alphas_cumprod', 'sqrt_one_minus_alphas_cumprod',
+    'log_one_minus_alphas_cumprod', 'sqrt_recip_alphas_cumprod',
+    'sqrt_recipm1_alphas_cumprod', 'posterior_variance',
+    'posterior_log_variance_clipped', 'posterior_mean_coef1',
+    'posterior_mean_coef2', 'model_variance', 'model_log_variance',
+    'sqrt_alphas_cumprod_prev', 'sqrt_one_minus_alphas_cumprod_prev',
+    'sqrt_alphas_cumprod_next', 'sqrt_one_minus_alphas_cumprod_next')
+
+
+class GaussianDiffusionBeatGans:
+    """Diffusion utilities for training and sampling.
+
+    ``timestep_map[i]`` is the original timestep that this process's step
+    ``i`` stands for (identity here; a spaced sampler sets it). The model is
+    always called with the original timestep.
+    """
+
+    def __init__(self, conf: GaussianDiffusionBeatGansConfig,
+                 timestep_map=None):
+        self.conf = conf
+        self.model_mean_type = conf.model_mean_type
+        self.model_var_type = conf.model_var_type
+        self.loss_type = conf.loss_type
+        self.rescale_timesteps = conf.rescale_timesteps
+
+        betas = np.array(conf.betas, dtype=np.float64)
+        assert betas.ndim == 1, 'betas must be 1-D'
+        assert (betas > 0).all() and (betas <= 1).all()
+        self.betas = betas
+        self.num_timesteps = int(betas.shape[0])
+        if timestep_map is None:
+            timestep_map = list(range(self.num_timesteps))
+        self.timestep_map = list(timestep_map)
+        self.original_num_steps = (max(self.timestep_map) + 1
+                                   if self.timestep_map else 0)
+
+        alphas = 1.0 - betas
+        self.alphas_cumprod = np.cumprod(alphas, axis=0)
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
+        self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
+        self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod -
+                                                   1)
+        # posterior q(x_{t-1} | x_t, x_0)
+        self.posterior_variance = (betas * (1.0 - self.alphas_cumprod_prev) /
+                                   (1.0 - self.alphas_cumprod))
+        # clipped: the posterior variance is 0 at the start of the chain
+        self.posterior_log_variance_clipped = np.log(
+            np.append(self.posterior_variance[1], self.posterior_variance[1:]))
+        self.posterior_mean_coef1 = (betas * np.sqrt(self.alphas_cumprod_prev)
+                                     / (1.0 - self.alphas_cumprod))
+        self.posterior_mean_coef2 = ((1.0 - self.alphas_cumprod_prev) *
+                                     np.sqrt(alphas) /
+                                     (1.0 - self.alphas_cumprod))
+        if self.model_var_type == ModelVarType.fixed_large:
+            # beta_t, with the first step set to the posterior variance for a
+            # better decoder likelihood
+            self.model_variance = np.append(self.posterior_variance[1],
+                                            betas[1:])
+            self.model_log_variance = np.log(self.model_variance)
+        elif self.model_var_type == ModelVarType.fixed_small:
+            self.model_variance = self.posterior_variance
+            self.model_log_variance = self.posterior_log_variance_clipped
+        else:
+            raise NotImplementedError(self.model_var_type)
+        # DDIM coefficients
+        self.sqrt_alphas_cumprod_prev = np.sqrt(self.alphas_cumprod_prev)
+        self.sqrt_one_minus_alphas_cumprod_prev = np.sqrt(
+            1.0 - self.alphas_cumprod_prev)
+        self.sqrt_alphas_cumprod_next = np.sqrt(self.alphas_cumprod_next)
+        self.sqrt_one_minus_alphas_cumprod_next = np.sqrt(
+            1.0 - self.alphas_cumprod_next)
+        self._device_coefs: Dict[torch.device, Dict[str, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------
+    # schedule lookup
+    # ------------------------------------------------------------------
+    def coefs(self, device) -> Dict[str, torch.Tensor]:
+        """The schedule as float32 tensors on ``device`` (built once)."""
+        device = torch.device(device)
+        c = self._device_coefs.get(device)
+        if c is None:
+            c = {
+                k: torch.as_tensor(getattr(self, k),
+                                   dtype=torch.float64).float().to(device)
+                for k in _COEFS
+            }
+            c['timestep_map'] = torch.as_tensor(self.timestep_map,
+                                                dtype=torch.long,
+                                                device=device)
+            self._device_coefs[device] = c
+        return c
+
+    def _extract(self, name: str, t: torch.Tensor, x: torch.Tensor):
+        """``name``[t] shaped (N, 1, ..., 1) to broadcast against ``x``."""
+        v = self.coefs(t.device)[name][t]
+        return v.reshape(-1, *([1] * (x.dim() - 1)))
+
+    def _scale_timesteps(self, t):
+        """Timesteps as the model sees them: the original timestep, scaled
+        to [0, 1000) when ``rescale_timesteps``."""
+        t = self.coefs(t.device)['timestep_map'][t]
+        if self.rescale_timesteps:
+            return t.float() * (1000.0 / self.original_num_steps)
+        return t
+
+    def _call_model(self, model, x, t, model_kwargs):
+        """Run ``model`` at this process's step ``t``; ``conf.fp16`` turns
+        on float16 autocast on CUDA (an outer autocast, e.g. bf16, is left
+        alone otherwise)."""
+        ctx = (torch.autocast('cuda', dtype=torch.float16)
+               if self.conf.fp16 and x.device.type == 'cuda' else
+               nullcontext())
+        with ctx:
+            return model.forward(x=x, t=self._scale_timesteps(t),
+                                 **model_kwargs)
+
+    # ------------------------------------------------------------------
+    # forward process and posterior
+    # ------------------------------------------------------------------
+    def q_mean_variance(self, x_start, t):
+        mean = self._extract('sqrt_alphas_cumprod', t, x_start) * x_start
+        variance = 1.0 - self._extract('alphas_cumprod', t, x_start)
+        log_variance = self._extract('log_one_minus_alphas_cumprod', t,
+                                     x_start)
+        return (mean, variance.expand_as(x_start),
+                log_variance.expand_as(x_start))
+
+    def q_sample(self, x_start, t, noise=None):
+        """Sample x_t ~ q(x_t | x_0)."""
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        assert noise.shape == x_start.shape
+        return (self._extract('sqrt_alphas_cumprod', t, x_start) * x_start +
+                self._extract('sqrt_one_minus_alphas_cumprod', t, x_start) *
+                noise)
+
+    def q_posterior_mean_variance(self, x_start, x_t, t):
+        assert x_start.shape == x_t.shape
+        mean = (self._extract('posterior_mean_coef1', t, x_t) * x_start +
+                self._extract('posterior_mean_coef2', t, x_t) * x_t)
+        variance = self._extract('posterior_variance', t, x_t)
+        log_variance = self._extract('posterior_log_variance_clipped', t, x_t)
+        return mean, variance.expand_as(x_t), log_variance.expand_as(x_t)
+
+    def _predict_xstart_from_eps(self, x_t, t, eps):
+        assert x_t.shape == eps.shape
+        return (self._extract('sqrt_recip_alphas_cumprod', t, x_t) * x_t -
+                self._extract('sqrt_recipm1_alphas_cumprod', t, x_t) * eps)
+
+    def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
+        return ((self._extract('sqrt_recip_alphas_cumprod', t, x_t) * x_t -
+                 pred_xstart) /
+                self._extract('sqrt_recipm1_alphas_cumprod', t, x_t))
+
+    # ------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------
+    def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor,
+                        model_kwargs=None, noise: torch.Tensor = None):
+        """Per-sample denoising loss at timesteps ``t``.
+
+        Returns a dict with 'loss' and 'mse' (shape (N,)), 'x_t' and
+        'pred_xstart'. For the autoencoder, gradients reach the encoder
+        through the z_sem it computes from ``x_start``.
+        """
+        if model_kwargs is None:
+            model_kwargs = {}
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        x_t = self.q_sample(x_start, t, noise=noise)
+        terms = {'x_t': x_t}
+        if self.loss_type not in (LossType.mse, LossType.l1):
+            raise NotImplementedError(self.loss_type)
+        model_forward = self._call_model(model, x_t.detach(), t,
+                                         dict(x_start=x_start.detach(),
+                                              **model_kwargs))
+        model_output = model_forward.pred
+        out = model_output.detach() if self.conf.train_pred_xstart_detach \
+            else model_output
+        terms['pred_xstart'] = self._predict_xstart_from_eps(
+            x_t, t, out.type(x_t.dtype))
+        if self.model_mean_type != ModelMeanType.eps:
+            raise NotImplementedError(self.model_mean_type)
+        target = noise
+        assert model_output.shape == target.shape == x_start.shape
+        err = target - model_output
+        if self.loss_type == LossType.mse:
+            terms['mse'] = mean_flat(err**2)
+        else:
+            terms['mse'] = mean_flat(err.abs())
+        terms['loss'] = terms['mse']
+        return terms
+
+    # ------------------------------------------------------------------
+    # reverse process
+    # ------------------------------------------------------------------
+    def p_mean_variance(self, model, x, t, clip_denoised=True,
+                        denoised_fn=None, model_kwargs=None):
+        """p(x_{t-1} | x_t) and the model's prediction of x_0."""
+        if model_kwargs is None:
+            model_kwargs = {}
+        assert t.shape == (x.shape[0], )
+        model_forward = self._call_model(model, x, t, model_kwargs)
+        eps = model_forward.pred.type(x.dtype)
+        pred_xstart = self._predict_xstart_from_eps(x_t=x, t=t, eps=eps)
+        if denoised_fn is not None:
+            pred_xstart = denoised_fn(pred_xstart)
+        if clip_denoised:
+            pred_xstart = pred_xstart.clamp(-1, 1)
+        model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
+        return {
+            'mean': model_mean,
+            'variance': self._extract('model_variance', t, x).expand_as(x),
+            'log_variance': self._extract('model_log_variance', t,
+                                          x).expand_as(x),
+            'pred_xstart': pred_xstart,
+            'model_forward': model_forward,
+        }
+
+    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None,
+                 cond_fn=None, model_kwargs=None, is_last=None):
+        """One ancestral (DDPM) step x_t -> x_{t-1}."""
+        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised,
+                                   denoised_fn=denoised_fn,
+                                   model_kwargs=model_kwargs)
+        if cond_fn is not None:
+            grad = cond_fn(x, self._scale_timesteps(t), **(model_kwargs or {}))
+            out['mean'] = out['mean'].float() + out['variance'] * grad.float()
+        noise = torch.randn_like(x)
+        # no noise at t == 0
+        if is_last is None:
+            nonzero = (t != 0).float().reshape(-1, *([1] * (x.dim() - 1)))
+        else:
+            nonzero = 0.0 if is_last else 1.0
+        sample = out['mean'] + nonzero * torch.exp(
+            0.5 * out['log_variance']) * noise
+        return {'sample': sample, 'pred_xstart': out['pred_xstart']}
+
+    def p_sample_loop(self, model, shape=None, noise=None, clip_denoised=True,
+                      denoised_fn=None, cond_fn=None, model_kwargs=None,
+                      device=None, progress=False):
+        """DDPM ancestral sampling from ``noise`` (or fresh noise of
+        ``shape``); returns x_0."""
+        final = None
+        for final in self.p_sample_loop_progressive(
+                model, shape, noise=noise, clip_denoised=clip_denoised,
+                denoised_fn=denoised_fn, cond_fn=cond_fn,
+                model_kwargs=model_kwargs, device=device,
+                progress=progress):
+            pass
+        return final['sample']
+
+    def p_sample_loop_progressive(self, model, shape=None, noise=None,
+                                  clip_denoised=True, denoised_fn=None,
+                                  cond_fn=None, model_kwargs=None,
+                                  device=None, progress=False):
+        img = self._initial_noise(model, shape, noise, device)
+        for i in _steps(reversed(range(self.num_timesteps)), progress,
+                        'DDPM'):
+            t = torch.full((len(img), ), i, device=img.device,
+                           dtype=torch.long)
+            with torch.no_grad():
+                out = self.p_sample(model, img, t,
+                                    clip_denoised=clip_denoised,
+                                    denoised_fn=denoised_fn, cond_fn=cond_fn,
+                                    model_kwargs=model_kwargs,
+                                    is_last=i == 0)
+            yield out
+            img = out['sample']
+
+    def ddim_sample(self, model, x, t, clip_denoised=True, denoised_fn=None,
+                    cond_fn=None, model_kwargs=None, eta=0.0):
+        """One DDIM step x_t -> x_{t-1} (deterministic for eta = 0)."""
+        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised,
+                                   denoised_fn=denoised_fn,
+                                   model_kwargs=model_kwargs)
+        if cond_fn is not None:
+            out = self._condition_score(cond_fn, out, x, t, model_kwargs)
+        # eps re-derived from the (clipped) x_0 prediction
+        eps = self._predict_eps_from_xstart(x, t, out['pred_xstart'])
+        if eta == 0:
+            sample = (out['pred_xstart'] *
+                      self._extract('sqrt_alphas_cumprod_prev', t, x) +
+                      self._extract('sqrt_one_minus_alphas_cumprod_prev', t,
+                                    x) * eps)
+        else:
+            abar = self._extract('alphas_cumprod', t, x)
+            abar_prev = self._extract('alphas_cumprod_prev', t, x)
+            sigma = (eta * torch.sqrt((1 - abar_prev) / (1 - abar)) *
+                     torch.sqrt(1 - abar / abar_prev))
+            mean_pred = (out['pred_xstart'] * torch.sqrt(abar_prev) +
+                         torch.sqrt(1 - abar_prev - sigma**2) * eps)
+            nonzero = (t != 0).float().reshape(-1, *([1] * (x.dim() - 1)))
+            sample = mean_pred + nonzero * sigma * torch.randn_like(x)
+        return {'sample': sample, 'pred_xstart': out['pred_xstart']}
+
+    def _condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs):
+        alpha_bar = self._extract('alphas_cumprod', t, x)
+        eps = self._predict_eps_from_xstart(x, t, p_mean_var['pred_xstart'])
+        eps = eps - (1 - alpha_bar).sqrt() * cond_fn(
+            x, self._scale_timesteps(t), **(model_kwargs or {}))
+        out = dict(p_mean_var)
+        out['pred_xstart'] = self._predict_xstart_from_eps(x, t, eps)
+        out['mean'], _, _ = self.q_posterior_mean_variance(
+            out['pred_xstart'], x, t)
+        return out
+
+    def ddim_sample_loop(self, model, shape=None, noise=None,
+                         clip_denoised=True, denoised_fn=None, cond_fn=None,
+                         model_kwargs=None, device=None, progress=False,
+                         eta=0.0):
+        """DDIM sampling from ``noise`` (x_T) to x_0."""
+        final = None
+        for final in self.ddim_sample_loop_progressive(
+                model, shape, noise=noise, clip_denoised=clip_denoised,
+                denoised_fn=denoised_fn, cond_fn=cond_fn,
+                model_kwargs=model_kwargs, device=device,
+                progress=progress, eta=eta):
+            pass
+        return final['sample']
+
+    def ddim_sample_loop_progressive(self, model, shape=None, noise=None,
+                                     clip_denoised=True, denoised_fn=None,
+                                     cond_fn=None, model_kwargs=None,
+                                     device=None, progress=False, eta=0.0):
+        img = self._initial_noise(model, shape, noise, device)
+        for i in _steps(reversed(range(self.num_timesteps)), progress,
+                        'DDIM'):
+            # a list gives per-step kwargs, indexed by the step
+            kwargs = (model_kwargs[i] if isinstance(model_kwargs, list) else
+                      model_kwargs)
+            t = torch.full((len(img), ), i, device=img.device,
+                           dtype=torch.long)
+            with torch.no_grad():
+                out = self.ddim_sample(model, img, t,
+                                       clip_denoised=clip_denoised,
+                                       denoised_fn=denoised_fn,
+                                       cond_fn=cond_fn, model_kwargs=kwargs,
+                                       eta=eta)
+            out['t'] = t
+            yield out
+            img = out['sample']
+
+    def ddim_reverse_sample(self, model, x, t, clip_denoised=True,
+                            denoised_fn=None, model_kwargs=None, eta=0.0):
+        """One reverse DDIM step x_t -> x_{t+1} (the deterministic ODE)."""
+        assert eta == 0.0, 'the reverse ODE is deterministic (eta = 0)'
+        out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised,
+                                   denoised_fn=denoised_fn,
+                                   model_kwargs=model_kwargs)
+        eps = self._predict_eps_from_xstart(x, t, out['pred_xstart'])
+        mean_pred = (out['pred_xstart'] *
+                     self._extract('sqrt_alphas_cumprod_next', t, x) +
+                     self._extract('sqrt_one_minus_alphas_cumprod_next', t,
+                                   x) * eps)
+        return {'sample': mean_pred, 'pred_xstart': out['pred_xstart']}
+
+    def ddim_reverse_sample_loop(self, model, x, clip_denoised=True,
+                                 denoised_fn=None, model_kwargs=None, eta=0.0,
+                                 device=None, progress=False):
+        """Encode x_0 into the stochastic subcode x_T by running DDIM
+        backwards. Returns {'sample': x_T, 'sample_t', 'xstart_t', 'T'}."""
+        sample_t, xstart_t, T = [], [], []
+        sample = x
+        for i in _steps(range(self.num_timesteps), progress, 'encode'):
+            t = torch.full((len(sample), ), i, device=sample.device,
+                           dtype=torch.long)
+            with torch.no_grad():
+                out = self.ddim_reverse_sample(model, sample, t,
+                                               clip_denoised=clip_denoised,
+                                               denoised_fn=denoised_fn,
+                                               model_kwargs=model_kwargs,
+                                               eta=eta)
+            sample = out['sample']
+            sample_t.append(sample)  # x_1 ... x_T
+            xstart_t.append(out['pred_xstart'])
+            T.append(t)
+        return {'sample': sample, 'sample_t': sample_t, 'xstart_t': xstart_t,
+                'T': T}
+
+    def sample(self, model, shape=None, noise=None, cond=None, x_start=None,
+               clip_denoised=True, model_kwargs=None, progress=False):
+        """Generate with this process's ``gen_type`` (DDPM or DDIM).
+
+        For the autoencoder, pass ``cond`` (z_sem) or ``x_start`` (an image
+        to encode)."""
+        if model_kwargs is None:
+            model_kwargs = {}
+            if self.conf.model_type is not None and \
+                    self.conf.model_type.has_autoenc():
+                model_kwargs['x_start'] = x_start
+                model_kwargs['cond'] = cond
+        if self.conf.gen_type == GenerativeType.ddpm:
+            loop = self.p_sample_loop
+        elif self.conf.gen_type == GenerativeType.ddim:
+            loop = self.ddim_sample_loop
+        else:
+            raise NotImplementedError(self.conf.gen_type)
+        return loop(model, shape=shape, noise=noise,
+                    clip_denoised=clip_denoised, model_kwargs=model_kwargs,
+                    progress=progress)
+
+    def _initial_noise(self, model, shape, noise, device):
+        if noise is not None:
+            return noise
+        assert isinstance(shape, (tuple, list)), 'give noise or a shape'
+        if device is None:
+            device = next(model.parameters()).device
+        return torch.randn(*shape, device=device)
+
+
+def _steps(indices, progress: bool, desc: str):
+    if not progress:
+        return indices
+    from tqdm.auto import tqdm
+    indices = list(indices)
+    return tqdm(indices, desc=desc, leave=False)

@@ -1,0 +1,72 @@
+"""Shared helpers: where the golden fixtures are and how their recipes
+become configs."""
+import enum
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+GOLDEN = Path(
+    os.environ.get('DIFFAE_GOLDEN', ROOT.parent / 'shared' / 'golden'))
+
+# single forward passes / 10-20 step sampling loops (golden README)
+ATOL_FORWARD = 1e-4
+ATOL_LOOP = 1e-3
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def golden_dirs(prefix=''):
+    """Every golden model fixture (a folder with recipe.json)."""
+    if not GOLDEN.exists():
+        return []
+    return sorted(p for p in GOLDEN.iterdir() if (p / 'recipe.json').exists()
+                  and p.name.startswith(prefix))
+
+
+def manifests():
+    d = GOLDEN / 'manifests'
+    return sorted(d.glob('*.json')) if d.exists() else []
+
+
+def conf_from_recipe(recipe: dict):
+    """Build a TrainConfig the way the golden README says: base template,
+    then the ``apply`` functions, then ``set`` (lists become tuples except
+    net_latent_skip_layers; enum fields come as their value strings)."""
+    import templates
+    import templates_latent
+    conf = getattr(templates_latent, recipe['base'])()
+    for fn in recipe.get('apply', []):
+        conf = getattr(templates_latent, fn)(conf)
+    for k, v in recipe.get('set', {}).items():
+        assert hasattr(conf, k), f'recipe sets unknown field {k}'
+        old = getattr(conf, k)
+        if isinstance(old, enum.Enum):
+            v = type(old)(v)
+        elif isinstance(v, list) and k != 'net_latent_skip_layers':
+            v = tuple(v)
+        setattr(conf, k, v)
+    conf.make_model_conf()
+    del templates
+    return conf
+
+
+def load_recipe(path: Path) -> dict:
+    return json.loads((path / 'recipe.json').read_text())
+
+
+def load_golden_ckpt(path: Path):
+    """A golden last.ckpt, read with the project's allow-list (the file
+    pickles Lightning's ModelCheckpoint class)."""
+    import checkpoint_io
+    return checkpoint_io.load_checkpoint(path)
+
+
+def submodel_state(state_dict: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state_dict.items()
+            if k.startswith(prefix)}
