@@ -1,0 +1,302 @@
+"""Evaluation programs of ``train(conf, gpus, mode='eval')`` and the
+periodic evaluation during training.
+
+Grammar of ``conf.eval_programs`` entries (as the official code):
+
+    infer              z_sem of the whole training set -> <logdir>/latent.pkl
+    infer+render<T>    ... and its T-step reconstructions as an LMDB
+    fid<T>             FID of T-step samples (autoencoders: of
+                       reconstructions of train images from random x_T)
+    fid(<T>,<T_lat>)   FID of samples through the latent DPM
+    fidclip(<T>,<T_lat>)  ... with the latent noise clipped to [-1, 1]
+    recon<T>           LPIPS/MSE/SSIM/PSNR of reconstructions, random x_T
+    inv<T>             ... with x_T from DDIM inversion
+"""
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+
+import checkpoint_io
+from dist_utils import get_world_size
+
+GRAMMAR = ('infer | infer+render<T> | fid<T> | fid(<T>,<T_latent>) | '
+           'fidclip(<T>,<T_latent>) | recon<T> | inv<T>   (T: integers, '
+           "e.g. 'fid(10,10)', 'recon100')")
+
+_PATTERNS = [
+    ('infer', re.compile(r'infer')),
+    ('infer+render', re.compile(r'infer\+render(\d+)')),
+    ('fid', re.compile(r'fid(\d+)')),
+    ('fid_latent', re.compile(r'fid\((\d+),\s*(\d+)\)')),
+    ('fidclip', re.compile(r'fidclip\((\d+),\s*(\d+)\)')),
+    ('recon', re.compile(r'recon(\d+)')),
+    ('inv', re.compile(r'inv(\d+)')),
+]
+
+
+@dataclass(frozen=True)
+class Program:
+    kind: str
+    T: Optional[int] = None
+    T_latent: Optional[int] = None
+    text: str = ''
+
+
+def parse_program(text: str) -> Program:
+    """One program string -> Program; a clear ValueError otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f'eval program must be a string, got {text!r}')
+    s = text.strip()
+    for kind, pattern in _PATTERNS:
+        m = pattern.fullmatch(s)
+        if m:
+            nums = [int(g) for g in m.groups()]
+            if any(n <= 0 for n in nums):
+                break
+            return Program(kind=kind, T=nums[0] if nums else None,
+                           T_latent=nums[1] if len(nums) > 1 else None,
+                           text=s)
+    raise ValueError(f'unknown eval program {text!r}. Valid forms: {GRAMMAR}')
+
+
+def parse_programs(programs) -> List[Program]:
+    if isinstance(programs, str):
+        programs = [programs]
+    return [parse_program(p) for p in programs or []]
+
+
+# ----------------------------------------------------------------------
+# infer
+# ----------------------------------------------------------------------
+@torch.no_grad()
+def infer_whole_dataset(lit, with_render=False, T_render=None,
+                        render_save_path=None):
+    """z_sem of every training image, rows in dataset order (also under
+    DDP, where each rank encodes its shard), float32 (N, C) on the CPU.
+
+    with_render also decodes each latent from random x_T with T_render
+    steps and writes the images to the LMDB ``render_save_path``."""
+    conf = lit.conf
+    data = conf.make_dataset(do_augment=False)
+    n = len(data)
+    loader = _ordered_loader(conf, data)
+    model = lit.ema_model
+    was_training = model.training
+    model.eval()
+    writer = None
+    if with_render:
+        from lmdb_writer import LMDBImageWriter
+        sampler = conf._make_diffusion_conf(T_render
+                                            or conf.T_eval).make_sampler()
+        if lit.global_rank == 0:
+            writer = LMDBImageWriter(render_save_path, format='webp',
+                                     quality=100)
+            writer.__enter__()
+    conds = torch.zeros(n, conf.style_ch)
+    written = 0
+    from tqdm.auto import tqdm
+    for batch in tqdm(loader, desc='infer', disable=lit.global_rank != 0):
+        img = batch['img'].to(lit.device)
+        idx = batch['index'].to(lit.device)
+        cond = model.encoder(img).float()
+        all_idx = _gather(lit, idx)
+        all_cond = _gather(lit, cond)
+        conds[all_idx.cpu()] = all_cond.cpu()
+        if with_render:
+            noise = torch.randn(len(cond), 3, conf.img_size, conf.img_size,
+                                device=lit.device)
+            render = (sampler.sample(model, noise=noise, cond=cond) + 1) / 2
+            all_render = _gather(lit, render.float())
+            if writer is not None:
+                # in index order; DDP padding repeats early rows: skip them
+                idx_list = all_idx.cpu().tolist()
+                imgs = []
+                for i in sorted(range(len(idx_list)),
+                                key=idx_list.__getitem__):
+                    if idx_list[i] == written:
+                        imgs.append(all_render[i])
+                        written += 1
+                if imgs:
+                    writer.put_images(torch.stack(imgs).cpu())
+    if writer is not None:
+        writer.__exit__(None, None, None)
+    if was_training:
+        model.train()
+    return conds
+
+
+def _ordered_loader(conf, data):
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+    sampler = None
+    if torch.distributed.is_available() and \
+            torch.distributed.is_initialized():
+        # padded (not dropped): every row of the dataset gets a latent
+        sampler = DistributedSampler(data, shuffle=False, drop_last=False)
+    return DataLoader(data, batch_size=conf.batch_size_eval, shuffle=False,
+                      sampler=sampler, num_workers=min(conf.num_workers, 2),
+                      drop_last=False)
+
+
+def _gather(lit, x):
+    if get_world_size() == 1:
+        return x
+    x = lit.all_gather(x)
+    return x.flatten(0, 1)
+
+
+def save_latents(conds: torch.Tensor, path: str):
+    """The official latent.pkl layout: {'conds', 'conds_mean',
+    'conds_std'} (mean/std of shape (C,))."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    checkpoint_io.atomic_save(
+        {
+            'conds': conds,
+            'conds_mean': conds.mean(dim=0),
+            'conds_std': conds.std(dim=0),
+        }, path)
+
+
+# ----------------------------------------------------------------------
+# the runner
+# ----------------------------------------------------------------------
+def run_programs(lit) -> Dict[str, float]:
+    """Run ``lit.conf.eval_programs`` (on every process); returns the
+    scores by their official names."""
+    conf = lit.conf
+    scores = {}
+    for prog in parse_programs(conf.eval_programs):
+        print(f'eval program: {prog.text}')
+        if prog.kind == 'infer':
+            conds = infer_whole_dataset(lit)
+            if lit.global_rank == 0:
+                path = os.path.join(conf.logdir, 'latent.pkl')
+                save_latents(conds, path)
+                print(f'wrote {tuple(conds.shape)} latents to {path}')
+        elif prog.kind == 'infer+render':
+            base = f'latent_infer_render{prog.T}/{conf.name}'
+            conds = infer_whole_dataset(lit, with_render=True,
+                                        T_render=prog.T,
+                                        render_save_path=base + '.lmdb')
+            if lit.global_rank == 0:
+                save_latents(conds, base + '.pkl')
+        elif prog.kind in ('fid', 'fid_latent', 'fidclip'):
+            scores.update(_run_fid(lit, prog))
+        elif prog.kind in ('recon', 'inv'):
+            scores.update(_run_lpips(lit, prog))
+    return scores
+
+
+def _datasets(lit):
+    data = getattr(lit, 'train_data', None)
+    if data is None:
+        data = lit.conf.make_dataset()
+        lit.train_data = lit.val_data = data
+    return lit.train_data, lit.val_data
+
+
+def _run_fid(lit, prog: Program) -> Dict[str, float]:
+    import metrics
+    conf = lit.conf.clone()
+    conf.eval_num_images = conf.eval_program_num_images
+    train_data, val_data = _datasets(lit)
+    sampler = conf._make_diffusion_conf(T=prog.T).make_sampler()
+    latent_sampler = None
+    if prog.T_latent is not None:
+        lit._check_latent_stats()
+        latent_sampler = conf._make_latent_diffusion_conf(
+            T=prog.T_latent).make_sampler()
+    score = metrics.evaluate_fid(sampler, lit.ema_model, conf,
+                                 device=lit.device, train_data=train_data,
+                                 val_data=val_data,
+                                 latent_sampler=latent_sampler,
+                                 conds_mean=lit.conds_mean,
+                                 conds_std=lit.conds_std, remove_cache=False,
+                                 clip_latent_noise=prog.kind == 'fidclip')
+    if prog.T_latent is None:
+        name = f'fid_ema_T{prog.T}'
+    else:
+        clip = '_clip' if prog.kind == 'fidclip' else ''
+        name = f'fid{clip}_ema_T{prog.T}_Tlatent{prog.T_latent}'
+    return {name: score}
+
+
+def _run_lpips(lit, prog: Program) -> Dict[str, float]:
+    import metrics
+    conf = lit.conf.clone()
+    _, val_data = _datasets(lit)
+    conf.eval_num_images = len(val_data)
+    sampler = conf._make_diffusion_conf(T=prog.T).make_sampler()
+    inv = prog.kind == 'inv'
+    score = metrics.evaluate_lpips(sampler, lit.ema_model, conf,
+                                   device=lit.device, val_data=val_data,
+                                   latent_sampler=None,
+                                   use_inverted_noise=inv)
+    tag = '_inv' if inv else ''
+    return {f'{k}{tag}_ema_T{prog.T}': v for k, v in score.items()}
+
+
+# ----------------------------------------------------------------------
+# during training
+# ----------------------------------------------------------------------
+_warned_no_weights = False
+
+
+def evaluate_during_training(lit):
+    """FID/LPIPS every conf.eval_every_samples (online model) and
+    conf.eval_ema_every_samples (EMA model), as the reference; skipped
+    with one warning when the metric weights are not installed."""
+    from experiment import is_time
+    conf = lit.conf
+    n = lit.num_samples
+    due = n > 0 and conf.eval_every_samples > 0 and is_time(
+        n, conf.eval_every_samples, conf.batch_size_effective)
+    due_ema = n > 0 and conf.eval_ema_every_samples > 0 and is_time(
+        n, conf.eval_ema_every_samples, conf.batch_size_effective)
+    if not (due or due_ema):
+        return
+    import metrics
+    missing = metrics.missing_weights(conf)
+    if missing:
+        global _warned_no_weights
+        if not _warned_no_weights:
+            warnings.warn('skipping FID/LPIPS during training: '
+                          f'{missing}')
+            _warned_no_weights = True
+        return
+    train_data, val_data = _datasets(lit)
+    latent_sampler = lit.eval_latent_sampler
+    for model, postfix, run in ((lit.model, '', due),
+                                (lit.ema_model, '_ema', due_ema)):
+        if not run:
+            continue
+        if postfix == '' and conf.model_type.has_autoenc() and \
+                conf.train_mode.is_autoenc():
+            score = metrics.evaluate_lpips(lit.eval_sampler, model, conf,
+                                           device=lit.device,
+                                           val_data=val_data,
+                                           latent_sampler=latent_sampler)
+            for k, v in score.items():
+                _log_scalar(lit, f'{k}{postfix}', v)
+        fid = metrics.evaluate_fid(lit.eval_sampler, model, conf,
+                                   device=lit.device, train_data=train_data,
+                                   val_data=val_data,
+                                   latent_sampler=latent_sampler,
+                                   conds_mean=lit.conds_mean,
+                                   conds_std=lit.conds_std)
+        _log_scalar(lit, f'FID{postfix}', fid)
+        if lit.global_rank == 0:
+            import json
+            os.makedirs(conf.logdir, exist_ok=True)
+            with open(os.path.join(conf.logdir, 'eval.txt'), 'a') as f:
+                f.write(json.dumps({f'FID{postfix}': fid,
+                                    'num_samples': n}) + '\n')
+
+
+def _log_scalar(lit, name, value):
+    if lit.global_rank == 0 and lit.logger is not None:
+        lit.logger.experiment.add_scalar(name, value, lit.num_samples)

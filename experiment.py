@@ -1,0 +1,642 @@
+"""Training DiffAE with Lightning 2.x: ``LitModel`` (the official notebook
+API: encode / encode_stochastic / render / sample) and ``train()``.
+
+This file is the Lightning glue. The math lives elsewhere: networks in
+``model/``, diffusion in ``diffusion/``, decoding in ``renderer.py``,
+metrics in ``metrics.py``, the eval programs in ``evaluation.py``.
+"""
+import copy
+import json
+import os
+import random
+import warnings
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning import loggers as pl_loggers
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.utils import make_grid, save_image
+
+import checkpoint_io
+import renderer
+from choices import OptimizerType, TrainMode
+from config import TrainConfig
+from dist_utils import get_world_size
+
+
+class LitModel(pl.LightningModule):
+    """A DiffAE (or DDIM) model with its EMA copy, samplers and training
+    loop.
+
+    ``model`` is trained; ``ema_model`` (used for every rendering call) is
+    its exponential moving average. In latent-diffusion mode only
+    ``model.latent_net`` trains, on z-normalised z_sem read from
+    ``conf.latent_infer_path``.
+    """
+
+    def __init__(self, conf: TrainConfig):
+        super().__init__()
+        if conf.train_mode == TrainMode.manipulate:
+            raise ValueError('classifier templates (train_mode=manipulate) '
+                             'go with ClsModel in experiment_classifier.py')
+        if conf.seed is not None:
+            pl.seed_everything(conf.seed, verbose=False)
+        self.save_hyperparameters(conf.as_dict_jsonable())
+        self.conf = conf
+
+        self.model = conf.make_model_conf().make_model()
+        self.ema_model = copy.deepcopy(self.model)
+        self.ema_model.requires_grad_(False)
+        self.ema_model.eval()
+        if conf.train_mode.is_latent_diffusion():
+            # only the latent DPM trains; the autoencoder stays frozen
+            self.model.requires_grad_(False)
+            self.model.latent_net.requires_grad_(True)
+
+        self.sampler = conf.make_diffusion_conf().make_sampler()
+        self.eval_sampler = conf.make_eval_diffusion_conf().make_sampler()
+        self.T_sampler = conf.make_T_sampler()
+        if conf.train_mode.use_latent_net():
+            self.latent_sampler = conf.make_latent_diffusion_conf(
+            ).make_sampler()
+            self.eval_latent_sampler = conf.make_latent_eval_diffusion_conf(
+            ).make_sampler()
+        else:
+            self.latent_sampler = None
+            self.eval_latent_sampler = None
+
+        # fixed noise: sample grids are comparable over training
+        self.register_buffer(
+            'x_T', torch.randn(conf.sample_size, 3, conf.img_size,
+                               conf.img_size))
+
+        self.conds = None
+        if conf.latent_infer_path is not None:
+            self._load_latent_stats(conf.latent_infer_path)
+        else:
+            self.conds_mean = None
+            self.conds_std = None
+
+        if conf.pretrain is not None:
+            self.load_pretrain(conf.pretrain.path)
+
+    # ------------------------------------------------------------------
+    # loading
+    # ------------------------------------------------------------------
+    def _load_latent_stats(self, path):
+        """z_sem statistics (and the latents themselves, for training the
+        latent DPM) from an inferred ``latent.pkl``."""
+        c = self.conf.style_ch
+        if os.path.exists(path):
+            state = checkpoint_io.load_checkpoint(path)
+            self.conds = state['conds']
+            mean, std = state['conds_mean'], state['conds_std']
+        else:
+            # filled by a checkpoint's buffers; training says how to infer
+            mean = torch.full((c, ), float('nan'))
+            std = torch.full((c, ), float('nan'))
+        self.register_buffer('conds_mean', mean.reshape(1, -1).float())
+        self.register_buffer('conds_std', std.reshape(1, -1).float())
+
+    def load_pretrain(self, path):
+        """Initialise from another run's checkpoint (e.g. the autoencoder
+        under a latent DPM). Every key must match except those this
+        template adds (the latent net, the latent stats, x_T)."""
+        print(f'loading pretrain {path}')
+        state = checkpoint_io.load_checkpoint(path)
+        sd = dict(state['state_dict'])
+        if 'x_T' in sd and sd['x_T'].shape != self.x_T.shape:
+            del sd['x_T']
+        for k in ('conds_mean', 'conds_std'):
+            # our own latent.pkl statistics win
+            sd.pop(k, None)
+        checkpoint_io.load_state_verified(
+            self, sd, source=f'pretrain checkpoint {path}',
+            allow_missing=('model.latent_net.', 'ema_model.latent_net.',
+                           'x_T', 'conds_mean', 'conds_std'))
+        print('pretrain step:', state.get('global_step'))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign=False):
+        """As torch's, but a ``strict=False`` load (the official notebooks'
+        habit) still reports what did not match instead of hiding it."""
+        if not strict:
+            own = self.state_dict()
+            problems = checkpoint_io.describe_mismatch(self, state_dict)
+            shape_bad = [k for k in own if k in state_dict and tuple(
+                getattr(state_dict[k], 'shape', ())) != tuple(own[k].shape)]
+            if shape_bad:
+                raise checkpoint_io.CheckpointMismatchError(
+                    'checkpoint does not match this template:\n' + problems)
+            if problems:
+                warnings.warn('load_state_dict(strict=False) skipped keys:\n'
+                              + problems)
+        return super().load_state_dict(state_dict, strict=strict,
+                                       assign=assign)
+
+    @classmethod
+    def from_checkpoint(cls, conf: TrainConfig, path=None,
+                        map_location='cpu'):
+        """A LitModel of template ``conf`` with the weights of ``path``
+        (default: ``<logdir>/last.ckpt``), verified key by key."""
+        path = path or os.path.join(conf.logdir, 'last.ckpt')
+        model = cls(conf)
+        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
+        checkpoint_io.load_state_verified(model, state['state_dict'],
+                                          source=f'checkpoint {path}')
+        model.eval()
+        return model
+
+    # ------------------------------------------------------------------
+    # the notebook API (always through the EMA model)
+    # ------------------------------------------------------------------
+    def normalize(self, cond):
+        return (cond - self.conds_mean.to(cond.device)) / self.conds_std.to(
+            cond.device)
+
+    def denormalize(self, cond):
+        return (cond * self.conds_std.to(cond.device)) + self.conds_mean.to(
+            cond.device)
+
+    def _sampler(self, T):
+        if T is None:
+            return self.eval_sampler
+        return self.conf._make_diffusion_conf(T).make_sampler()
+
+    def _latent_sampler(self, T):
+        if T is None:
+            return self.eval_latent_sampler
+        return self.conf._make_latent_diffusion_conf(T).make_sampler()
+
+    @torch.no_grad()
+    def sample(self, N, device, T=None, T_latent=None, progress=False):
+        """N unconditional images in [0, 1]. The image noise is drawn
+        first, then the latent noise (same seed => same images as the
+        reference)."""
+        self._check_latent_stats()
+        noise = torch.randn(N, 3, self.conf.img_size, self.conf.img_size,
+                            device=device)
+        pred = renderer.render_uncondition(
+            self.conf, self.ema_model, noise, sampler=self._sampler(T),
+            latent_sampler=self._latent_sampler(T_latent)
+            if self.conf.train_mode.use_latent_net() else None,
+            conds_mean=self.conds_mean, conds_std=self.conds_std,
+            progress=progress)
+        return (pred + 1) / 2
+
+    @torch.no_grad()
+    def render(self, noise, cond=None, T=None, progress=False):
+        """Decode x_T ``noise`` with z_sem ``cond`` into images in
+        [0, 1]."""
+        sampler = self._sampler(T)
+        if cond is not None:
+            pred = renderer.render_condition(self.conf, self.ema_model, noise,
+                                             sampler=sampler, cond=cond,
+                                             progress=progress)
+        else:
+            pred = renderer.render_uncondition(self.conf, self.ema_model,
+                                               noise, sampler=sampler,
+                                               latent_sampler=None,
+                                               progress=progress)
+        return (pred + 1) / 2
+
+    @torch.no_grad()
+    def encode(self, x):
+        """Images in [-1, 1] -> z_sem (N, style_ch)."""
+        assert self.conf.model_type.has_autoenc(), 'not an autoencoder'
+        return self.ema_model.encoder.forward(x)
+
+    @torch.no_grad()
+    def encode_stochastic(self, x, cond, T=None, progress=False):
+        """Images in [-1, 1] and their z_sem -> x_T (DDIM inversion)."""
+        return renderer.encode_stochastic(self.ema_model, self._sampler(T), x,
+                                          cond, progress=progress)
+
+    def forward(self, noise=None, x_start=None, ema_model: bool = False):
+        model = self.ema_model if ema_model else self.model
+        with torch.no_grad():
+            return self.eval_sampler.sample(model=model, noise=noise,
+                                            x_start=x_start)
+
+    def _check_latent_stats(self):
+        c = self.conf
+        if c.train_mode.use_latent_net() and c.latent_znormalize:
+            if self.conds_mean is None or torch.isnan(self.conds_mean).any():
+                raise RuntimeError(_missing_latents_message(self.conf))
+
+    # ------------------------------------------------------------------
+    # data
+    # ------------------------------------------------------------------
+    def setup(self, stage=None):
+        if self.conf.seed is not None:
+            # a different seed per rank (the reference's scheme)
+            seed = self.conf.seed * get_world_size() + self.global_rank
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            random.seed(seed)
+        if stage in (None, 'fit'):
+            if self.conf.train_mode.require_dataset_infer():
+                self.train_data = None
+            else:
+                self.train_data = self.conf.make_dataset()
+            self.val_data = self.train_data
+
+    @property
+    def batch_size(self):
+        """Per-process batch size (conf.batch_size is global)."""
+        ws = get_world_size()
+        if self.conf.batch_size % ws:
+            raise ValueError(
+                f'conf.batch_size={self.conf.batch_size} is the global '
+                f'batch and must be divisible by the {ws} processes')
+        return self.conf.batch_size // ws
+
+    @property
+    def num_samples(self):
+        """Samples seen so far (global batch x optimizer steps)."""
+        return self.global_step * self.conf.batch_size_effective
+
+    def is_last_accum(self, batch_idx):
+        return (batch_idx + 1) % self.conf.accum_batches == 0
+
+    def train_dataloader(self):
+        conf = self.conf.clone()
+        conf.batch_size = self.batch_size
+        if self.conf.train_mode.require_dataset_infer():
+            if self.conds is None:
+                raise RuntimeError(_missing_latents_message(self.conf))
+            print('latents:', tuple(self.conds.shape),
+                  'mean of mean:', self.conds_mean.mean().item(),
+                  'mean of std:', self.conds_std.mean().item())
+            return conf.make_loader(TensorDataset(self.conds), shuffle=True,
+                                    num_worker=0)
+        return conf.make_loader(self.train_data, shuffle=True,
+                                drop_last=True)
+
+    # ------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        if self.conf.train_mode.require_dataset_infer():
+            cond = batch[0]
+            if self.conf.latent_znormalize:
+                cond = self.normalize(cond)
+            t, _ = self.T_sampler.sample(len(cond), cond.device)
+            losses = self.latent_sampler.training_losses(
+                model=self.model.latent_net, x_start=cond, t=t)
+        elif self.conf.train_mode == TrainMode.diffusion:
+            x_start = batch['img']
+            t, _ = self.T_sampler.sample(len(x_start), x_start.device)
+            losses = self.sampler.training_losses(model=self.model,
+                                                  x_start=x_start, t=t)
+        else:
+            raise NotImplementedError(self.conf.train_mode)
+        loss = losses['loss'].mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f'training loss is {loss.item()} at step {self.global_step} '
+                f'({self.num_samples} samples); stopping. The last good '
+                f'checkpoint in {self.conf.logdir} is kept. Try a lower '
+                'conf.lr, conf.grad_clip > 0 or 32-bit precision.')
+        self.log('loss', loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if not self.is_last_accum(batch_idx):
+            return
+        # after the optimizer step of this batch
+        if self.conf.train_mode.is_latent_diffusion():
+            ema_update(self.model.latent_net, self.ema_model.latent_net,
+                       self.conf.ema_decay)
+        else:
+            ema_update(self.model, self.ema_model, self.conf.ema_decay)
+        if self.conf.sample_every_samples > 0 and is_time(
+                self.num_samples, self.conf.sample_every_samples,
+                self.conf.batch_size_effective):
+            imgs = (None if self.conf.train_mode.require_dataset_infer() else
+                    batch['img'])
+            self.log_sample(x_start=imgs)
+        self._maybe_evaluate()
+
+    def _maybe_evaluate(self):
+        import evaluation
+        evaluation.evaluate_during_training(self)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.conf.optimizer == OptimizerType.adam:
+            optim = torch.optim.Adam(params, lr=self.conf.lr,
+                                     weight_decay=self.conf.weight_decay)
+        elif self.conf.optimizer == OptimizerType.adamw:
+            optim = torch.optim.AdamW(params, lr=self.conf.lr,
+                                      weight_decay=self.conf.weight_decay)
+        else:
+            raise NotImplementedError(self.conf.optimizer)
+        out = {'optimizer': optim}
+        if self.conf.warmup > 0:
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                optim, lr_lambda=WarmupLR(self.conf.warmup))
+            out['lr_scheduler'] = {'scheduler': sched, 'interval': 'step'}
+        return out
+
+    def on_save_checkpoint(self, checkpoint):
+        # RNG states, so that a resumed run continues the same random stream
+        checkpoint['rng_states'] = {
+            'torch': torch.get_rng_state(),
+            'numpy': np.random.get_state(),
+            'python': random.getstate(),
+        }
+        if torch.cuda.is_available():
+            checkpoint['rng_states']['cuda'] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint):
+        self._resumed_rng = checkpoint.get('rng_states')
+
+    def on_train_start(self):
+        rng = getattr(self, '_resumed_rng', None)
+        if rng:
+            torch.set_rng_state(rng['torch'].cpu())
+            np.random.set_state(rng['numpy'])
+            random.setstate(rng['python'])
+            if 'cuda' in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng['cuda'])
+            self._resumed_rng = None
+
+    # ------------------------------------------------------------------
+    # sample grids
+    # ------------------------------------------------------------------
+    def split_tensor(self, x):
+        """This rank's share of ``x`` (split along the batch)."""
+        per_rank = len(x) // get_world_size()
+        return x[self.global_rank * per_rank:(self.global_rank + 1) *
+                 per_rank]
+
+    @torch.no_grad()
+    def log_sample(self, x_start=None):
+        """Write sample grids (PNG under <logdir>/sample*/ and TensorBoard)
+        from the fixed ``x_T``: unconditional samples for models that can
+        sample, and reconstructions of the current batch for
+        autoencoders."""
+        c = self.conf
+        grids = []
+        if c.train_mode.require_dataset_infer():
+            grids += [(self.model, '', False), (self.ema_model, '_ema', False)]
+        elif c.model_type.has_autoenc():
+            grids += [(self.model, '_enc', True),
+                      (self.ema_model, '_enc_ema', True)]
+        else:
+            grids += [(self.model, '', False), (self.ema_model, '_ema', False)]
+        for model, postfix, use_xstart in grids:
+            self._sample_grid(model, postfix, use_xstart, x_start)
+
+    def _sample_grid(self, model, postfix, use_xstart, x_start):
+        was_training = model.training
+        model.eval()
+        all_x_T = self.split_tensor(self.x_T)
+        bs = max(1, min(len(all_x_T), self.conf.batch_size_eval))
+        gen, real = [], []
+        for i in range(0, len(all_x_T), bs):
+            x_T = all_x_T[i:i + bs]
+            if use_xstart:
+                xs = x_start[i:i + len(x_T)]
+                x_T = x_T[:len(xs)]
+                if len(xs) == 0:
+                    break
+                gen.append(self.eval_sampler.sample(model=model, noise=x_T,
+                                                    x_start=xs))
+                real.append(xs)
+            elif self.conf.train_mode.is_latent_diffusion():
+                gen.append(renderer.render_uncondition(
+                    self.conf, model, x_T, sampler=self.eval_sampler,
+                    latent_sampler=self.eval_latent_sampler,
+                    conds_mean=self.conds_mean, conds_std=self.conds_std))
+            else:
+                gen.append(self.eval_sampler.sample(model=model, noise=x_T))
+        if was_training:
+            model.train()
+        if not gen:
+            return
+        gen = _gather_images(self, torch.cat(gen))
+        if real:
+            real = _gather_images(self, torch.cat(real))
+        if self.global_rank != 0:
+            return
+        sample_dir = os.path.join(self.conf.logdir, f'sample{postfix}')
+        os.makedirs(sample_dir, exist_ok=True)
+        if real:
+            # inputs above their reconstructions
+            grid = make_grid(torch.cat([real, gen]).float(),
+                             nrow=len(gen)) * 0.5 + 0.5
+        else:
+            grid = make_grid(gen.float()) * 0.5 + 0.5
+        grid = grid.clamp(0, 1)
+        save_image(grid, os.path.join(sample_dir, f'{self.num_samples}.png'))
+        if self.logger is not None and hasattr(self.logger.experiment,
+                                               'add_image'):
+            self.logger.experiment.add_image(f'sample{postfix}', grid,
+                                             self.num_samples)
+
+    # ------------------------------------------------------------------
+    # eval programs (train(conf, gpus, mode='eval'))
+    # ------------------------------------------------------------------
+    def test_step(self, batch, batch_idx):
+        import evaluation
+        if batch_idx != 0:
+            return
+        for name, value in evaluation.run_programs(self).items():
+            self.log(name, value, rank_zero_only=True)
+
+    def infer_whole_dataset(self, with_render=False, T_render=None,
+                            render_save_path=None):
+        """z_sem of every image of the training set, in dataset order
+        (also under DDP), as a float32 (N, C) tensor on the CPU."""
+        import evaluation
+        return evaluation.infer_whole_dataset(self, with_render, T_render,
+                                              render_save_path)
+
+
+def _gather_images(module, x):
+    x = module.all_gather(x)
+    return x.flatten(0, 1) if x.dim() == 5 else x
+
+
+def _missing_latents_message(conf):
+    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
+            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
+            "running the 'infer' eval program on the autoencoder template, "
+            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
+            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
+            "checkpoints/<autoencoder name>/latent.pkl).")
+
+
+def _float_tensors(module: torch.nn.Module):
+    # parameters() visits a tensor shared by two modules once (the latent
+    # net's linear_emb / cond_layers.1), so each weight decays once
+    return [p.data for p in module.parameters()] + [
+        b for b in module.buffers() if b.is_floating_point()
+    ]
+
+
+@torch.no_grad()
+def ema_update(source: torch.nn.Module, target: torch.nn.Module,
+               decay: float):
+    """target <- decay * target + (1 - decay) * source for every
+    floating-point parameter and buffer, in one fused foreach op."""
+    src, tgt = _float_tensors(source), _float_tensors(target)
+    assert len(src) == len(tgt), 'EMA model does not mirror the model'
+    torch._foreach_lerp_(tgt, src, 1 - decay)
+
+
+class WarmupLR:
+    """Linear learning-rate warm-up over ``warmup`` steps."""
+
+    def __init__(self, warmup) -> None:
+        self.warmup = warmup
+
+    def __call__(self, step):
+        return min(step, self.warmup) / self.warmup
+
+
+def is_time(num_samples, every, step_size):
+    """Whether ``num_samples`` just crossed a multiple of ``every`` (the
+    last step advanced by ``step_size`` samples)."""
+    closest = (num_samples // every) * every
+    return num_samples - closest < step_size
+
+
+def resolve_devices(gpus, nodes: int = 1, accelerator: Optional[str] = None):
+    """(accelerator, devices) for ``gpus`` on this machine."""
+    if isinstance(gpus, int):
+        gpus = list(range(gpus))
+    gpus = list(gpus)
+    if accelerator is None:
+        accelerator = 'gpu' if torch.cuda.is_available() else 'cpu'
+    if accelerator == 'gpu':
+        n = torch.cuda.device_count()
+        bad = [g for g in gpus if g >= n]
+        if bad:
+            raise ValueError(
+                f'gpus={gpus} asks for GPU(s) {bad} but this machine has {n} '
+                f'(valid ids: {list(range(n))})')
+        return 'gpu', gpus
+    if accelerator == 'cpu':
+        return 'cpu', max(1, len(gpus))
+    raise ValueError(f"accelerator must be 'gpu' or 'cpu', got {accelerator}")
+
+
+def resolve_precision(conf: TrainConfig, accelerator: str,
+                      precision: Optional[str] = None):
+    """Lightning precision: an explicit ``precision`` (e.g. 'bf16-mixed')
+    or ``conf.precision`` wins; else conf.fp16 means '16-mixed' on GPU and
+    float32 on CPU (as the reference)."""
+    precision = precision or getattr(conf, 'precision', None)
+    if precision:
+        return precision
+    return '16-mixed' if conf.fp16 and accelerator == 'gpu' else '32-true'
+
+
+def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
+          precision: Optional[str] = None, accelerator: Optional[str] = None,
+          max_steps: Optional[int] = None, callbacks=(), **trainer_kwargs):
+    """Train (``mode='train'``) or run ``conf.eval_programs``
+    (``mode='eval'``), as the official ``train``.
+
+    gpus: GPU ids (list) or a count. Without CUDA the run is on the CPU: one
+        process, or ``len(gpus)`` gloo processes with accelerator='cpu'.
+    nodes: number of machines (DDP across nodes, e.g. under SLURM).
+    precision: Lightning precision, e.g. 'bf16-mixed' (fast on GPUs and on
+        CPUs with AMX/AVX-512 BF16); default from conf (see
+        resolve_precision).
+    max_steps: stop earlier than conf.total_samples (for tests/demos).
+    Resumes from ``<logdir>/last.ckpt`` when it exists, else from
+    ``conf.continue_from`` when given and present.
+    """
+    print('conf:', conf.name)
+    if mode not in ('train', 'eval'):
+        raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    if accelerator is None and not torch.cuda.is_available():
+        n_asked = gpus if isinstance(gpus, int) else len(gpus)
+        if n_asked > 1:
+            warnings.warn(f'no GPU found: training on the CPU in one '
+                          f'process instead of gpus={gpus} (pass '
+                          f"accelerator='cpu' for {n_asked} CPU processes)")
+        gpus = [0]
+    accelerator, devices = resolve_devices(gpus, nodes, accelerator)
+    n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
+    if conf.batch_size % n_proc:
+        raise ValueError(
+            f'conf.batch_size={conf.batch_size} (global) is not divisible by '
+            f'the {n_proc} processes ({devices} x {nodes} nodes)')
+    if mode == 'eval' and not conf.eval_programs:
+        raise ValueError("mode='eval' needs conf.eval_programs, e.g. "
+                         "['infer'] or ['fid(10,10)']")
+    if mode == 'eval':
+        import evaluation
+        evaluation.parse_programs(conf.eval_programs)
+
+    model = LitModel(conf)
+    os.makedirs(conf.logdir, exist_ok=True)
+    every = max(1, conf.save_every_samples // conf.batch_size_effective)
+    checkpoint = ModelCheckpoint(dirpath=conf.logdir, save_last=True,
+                                 save_top_k=1, every_n_train_steps=every)
+    checkpoint_path = os.path.join(conf.logdir, 'last.ckpt')
+    resume = None
+    if os.path.exists(checkpoint_path):
+        resume = checkpoint_path
+        print('resuming from', resume)
+    elif conf.continue_from is not None:
+        if os.path.exists(conf.continue_from.path):
+            resume = conf.continue_from.path
+        else:
+            warnings.warn(f'conf.continue_from={conf.continue_from.path} '
+                          'does not exist: starting from scratch')
+
+    tb_logger = pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
+                                             version='')
+    strategy = 'auto'
+    if n_proc > 1:
+        from pytorch_lightning.strategies import DDPStrategy
+        strategy = DDPStrategy(find_unused_parameters=False)
+    trainer = pl.Trainer(
+        max_steps=max_steps or conf.total_samples // conf.batch_size_effective,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=nodes,
+        strategy=strategy,
+        precision=resolve_precision(conf, accelerator, precision),
+        callbacks=[checkpoint, LearningRateMonitor(), *callbacks],
+        logger=tb_logger,
+        accumulate_grad_batches=conf.accum_batches,
+        gradient_clip_val=conf.grad_clip if conf.grad_clip > 0 else None,
+        gradient_clip_algorithm='norm',
+        use_distributed_sampler=True,
+        **trainer_kwargs,
+    )
+    if mode == 'train':
+        trainer.fit(model, ckpt_path=resume)
+        return model
+
+    eval_path = conf.eval_path or checkpoint_path
+    print('loading from:', eval_path)
+    state = checkpoint_io.load_checkpoint(eval_path)
+    checkpoint_io.load_state_verified(model, state['state_dict'],
+                                      source=f'checkpoint {eval_path}')
+    # a one-batch loader so that test_step runs once on every process
+    dummy = DataLoader(TensorDataset(torch.zeros(n_proc)), batch_size=1)
+    out = trainer.test(model, dataloaders=dummy, verbose=False)
+    out = out[0] if out else {}
+    if trainer.global_rank == 0:
+        step = state.get('global_step', 0)
+        for k, v in out.items():
+            tb_logger.experiment.add_scalar(k, v,
+                                            step * conf.batch_size_effective)
+        os.makedirs('evals', exist_ok=True)
+        with open(f'evals/{conf.name}.txt', 'a') as f:
+            f.write(json.dumps(out) + '\n')
+    return out
+
+
+__all__ = ['LitModel', 'train', 'ema_update', 'WarmupLR', 'is_time',
+           'resolve_devices', 'resolve_precision']
