@@ -1,0 +1,24 @@
+"""Convert LSUN horse into the LMDB that ``Horse_lmdb`` reads.
+
+    python data_resize_horse.py --in datasets/horse_train_lmdb \\
+        --out datasets/horse256.lmdb
+
+``--in`` is LSUN's own LMDB (as downloaded; read in key order, like
+torchvision's ``LSUNClass``) or a folder of images (sorted). Official
+format: each image resized (Lanczos) and center-cropped to 256, WebP
+quality 90, keys ``256-0000000`` ..., plus ``length``.
+"""
+from lmdb_writer import resize_main
+
+
+def main(argv=None):
+    return resize_main(
+        argv, description=__doc__, default_in='datasets/horse_train_lmdb',
+        default_out='datasets/horse256.lmdb', default_size=256, zfill=7,
+        format='webp', quality=90, order='sorted',
+        exts=('webp', 'jpg', 'jpeg', 'png'),
+        reader="Horse_lmdb('{path}', original_resolution={size})")
+
+
+if __name__ == '__main__':
+    main()

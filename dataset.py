@@ -1,0 +1,1162 @@
+"""The datasets of DiffAE, reading the official LMDB formats.
+
+Every item is a dict ``{'img': (3, H, W) tensor in [-1, 1], 'index': int}``
+(attribute datasets add ``'labels'``). The transforms are the official
+ones: ``Resize(image_size)`` (+ ``CenterCrop`` for all but FFHQ, or the D2C
+crop first for CelebA), an optional ``RandomHorizontalFlip``, ``ToTensor``
+and ``Normalize(0.5, 0.5)``. Each dataset keeps its transform in a settable
+``.transform`` attribute.
+
+Official LMDB formats (keys ``f'{original_resolution}-{index:0{zfill}d}'``
+plus ``length``; all opened read-only without a lock file):
+
+============  =================  =====  =============================
+dataset       key example        zfill  made by
+============  =================  =====  =============================
+FFHQ          ``256-00000``      5      ``data_resize_ffhq.py``
+CelebA        ``None-0000000``   7      ``data_resize_celeba.py``
+CelebA-HQ     ``256-00000``      5      ``data_resize_celebahq.py``
+LSUN horse    ``256-0000000``    7      ``data_resize_horse.py``
+LSUN bedroom  ``256-0000000``    7      ``data_resize_bedroom.py``
+shapes        ``64-00000``       5      generated on first use
+============  =================  =====  =============================
+
+Errors: a missing dataset raises FileNotFoundError naming the path and the
+script that makes it; an LMDB without ``length`` or with keys in another
+format raises :class:`~dataset_util.LMDBFormatError` naming the path, the
+expected key pattern and the first keys found; a record (or file) that
+cannot be decoded raises :class:`~dataset_util.CorruptImageError` naming
+its key and LMDB path (or the file path) -- we raise rather than skip so
+that no image silently disappears from training. Images of any mode (RGBA,
+greyscale, palette, 16-bit) are converted to 8-bit RGB
+(:func:`dataset_util.to_rgb`).
+
+The built-in demo dataset, :class:`ShapesDataset`, needs no download: one
+coloured shape on a plain background per image, with known attributes,
+generated deterministically into an LMDB on first use.
+"""
+import csv
+import json
+import operator
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as Ftrans
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
+                          decode_image, open_image)
+
+# the 40 CelebA attributes, in the official order
+CELEBA_ATTRS = [
+    '5_o_Clock_Shadow', 'Arched_Eyebrows', 'Attractive', 'Bags_Under_Eyes',
+    'Bald', 'Bangs', 'Big_Lips', 'Big_Nose', 'Black_Hair', 'Blond_Hair',
+    'Blurry', 'Brown_Hair', 'Bushy_Eyebrows', 'Chubby', 'Double_Chin',
+    'Eyeglasses', 'Goatee', 'Gray_Hair', 'Heavy_Makeup', 'High_Cheekbones',
+    'Male', 'Mouth_Slightly_Open', 'Mustache', 'Narrow_Eyes', 'No_Beard',
+    'Oval_Face', 'Pale_Skin', 'Pointy_Nose', 'Receding_Hairline',
+    'Rosy_Cheeks', 'Sideburns', 'Smiling', 'Straight_Hair', 'Wavy_Hair',
+    'Wearing_Earrings', 'Wearing_Hat', 'Wearing_Lipstick',
+    'Wearing_Necklace', 'Wearing_Necktie', 'Young'
+]
+
+# how to make each dataset (named in the missing-path error)
+_MAKE_COMMANDS = {
+    'ffhq': 'python data_resize_ffhq.py --in <folder of FFHQ images> '
+            '--out {path}',
+    'celeba': 'python data_resize_celeba.py --in <folder of CelebA '
+              'img_align_celeba images> --out {path}',
+    'celebahq': 'python data_resize_celebahq.py --in <folder of CelebA-HQ '
+                'images> --out {path}',
+    'horse': 'python data_resize_horse.py --in <LSUN horse_train_lmdb '
+             'folder> --out {path}',
+    'bedroom': 'python data_resize_bedroom.py --in <LSUN bedroom_train_lmdb '
+               'folder> --out {path}',
+}
+
+
+def _make_hint(name: Optional[str], path) -> str:
+    if name is None:
+        return ''
+    cmd = _MAKE_COMMANDS[name].format(path=path)
+    return (f'Make it with `{cmd}` (or point the config at it: '
+            'conf.data_dir = <path>)')
+
+
+def _check_index(index, length: int) -> int:
+    index = operator.index(index)
+    if not 0 <= index < length:
+        raise IndexError(f'index {index} out of range (length {length})')
+    return index
+
+
+# ---------------------------------------------------------------------------
+# transforms
+# ---------------------------------------------------------------------------
+class Crop:
+    """Crop the box rows ``x1:x2``, columns ``y1:y2`` (official naming: x is
+    the vertical axis)."""
+
+    def __init__(self, x1, x2, y1, y2):
+        self.x1 = x1
+        self.x2 = x2
+        self.y1 = y1
+        self.y2 = y2
+
+    def __call__(self, img):
+        return Ftrans.crop(img, top=self.x1, left=self.y1,
+                           height=self.x2 - self.x1, width=self.y2 - self.y1)
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(x1={self.x1}, x2={self.x2}, '
+                f'y1={self.y1}, y2={self.y2})')
+
+
+# centre of the face in the 178x218 CelebA images (D2C paper)
+_D2C_CENTER_X, _D2C_CENTER_Y, _D2C_HALF = 89, 121, 64
+
+
+def d2c_crop() -> Crop:
+    """The D2C paper's CelebA crop: the 128x128 box with top 57, left 25."""
+    return Crop(_D2C_CENTER_Y - _D2C_HALF, _D2C_CENTER_Y + _D2C_HALF,
+                _D2C_CENTER_X - _D2C_HALF, _D2C_CENTER_X + _D2C_HALF)
+
+
+def _build_transform(image_size, crop: Optional[str] = 'center',
+                     flip: bool = False, flip_prob: float = 0.5,
+                     to_tensor: bool = True, normalize: bool = True):
+    """The official transform pipelines.
+
+    crop: 'center' (Resize + CenterCrop), 'd2c' (D2C crop + Resize) or
+    None (Resize only, FFHQ)."""
+    if image_size is None:
+        raise ValueError('image_size is required (e.g. image_size=64)')
+    if crop == 'd2c':
+        steps = [d2c_crop(), transforms.Resize(image_size)]
+    elif crop == 'center':
+        steps = [transforms.Resize(image_size),
+                 transforms.CenterCrop(image_size)]
+    elif crop is None:
+        steps = [transforms.Resize(image_size)]
+    else:
+        raise ValueError(f'unknown crop {crop!r}')
+    if flip:
+        steps.append(transforms.RandomHorizontalFlip(p=flip_prob))
+    if to_tensor:
+        steps.append(transforms.ToTensor())
+    if normalize:
+        steps.append(transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+    return transforms.Compose(steps)
+
+
+def make_transform(image_size, flip_prob=0.5, crop_d2c=False):
+    """Official: Resize + CenterCrop (or the D2C crop + Resize), a
+    horizontal flip with probability ``flip_prob`` (kept even at 0, as
+    the official one), ToTensor, Normalize to [-1, 1]."""
+    return _build_transform(image_size, 'd2c' if crop_d2c else 'center',
+                            flip=True, flip_prob=flip_prob)
+
+
+class _SmallImageWarning:
+    """Warn once per dataset when its images are upscaled."""
+
+    _warned = False
+
+    def _check_small(self, img, crop_side=None):
+        if self._warned:
+            return
+        side = crop_side or min(img.size)
+        size = getattr(self, 'image_size', None)
+        if isinstance(size, int) and side < size:
+            self._warned = True
+            warnings.warn(
+                f'{type(self).__name__}: images ({img.size[0]}x'
+                f'{img.size[1]}) are smaller than image_size={size} and '
+                'will be upscaled', stacklevel=3)
+
+
+# ---------------------------------------------------------------------------
+# generic datasets
+# ---------------------------------------------------------------------------
+class ImageDataset(Dataset, _SmallImageWarning):
+    """Every image in a folder (official semantics).
+
+    Args:
+        folder: the folder; with ``has_subdir`` its subfolders too.
+        exts: file extensions to take (case-sensitive, as globbing is).
+        sort_names: sort the relative paths (else glob order per ext).
+        do_augment: random horizontal flip; do_transform: ToTensor;
+            do_normalize: to [-1, 1].
+
+    A file that cannot be decoded raises CorruptImageError naming it.
+    """
+
+    def __init__(self, folder, image_size, exts=['jpg'],
+                 do_augment: bool = True, do_transform: bool = True,
+                 do_normalize: bool = True, sort_names=False,
+                 has_subdir: bool = True):
+        super().__init__()
+        from lmdb_writer import list_images
+        self.folder = folder
+        self.image_size = image_size
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"image folder '{folder}' does not exist (for "
+                "data_name='imagefolder' it is conf.data_dir)")
+        self.paths = list_images(folder, exts, has_subdir)
+        if not self.paths:
+            where = ' (and its subfolders)' if has_subdir else ''
+            raise FileNotFoundError(
+                f"no images in folder '{folder}'{where} with extensions "
+                f'{list(exts)}')
+        if sort_names:
+            self.paths = sorted(self.paths)
+        self.transform = _build_transform(image_size, 'center',
+                                          flip=do_augment,
+                                          to_tensor=do_transform,
+                                          normalize=do_normalize)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        index = _check_index(index, len(self.paths))
+        img = open_image(os.path.join(self.folder, self.paths[index]))
+        self._check_small(img)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {'img': img, 'index': index}
+
+
+class SubsetDataset(Dataset):
+    """The first ``size`` items of ``dataset``."""
+
+    def __init__(self, dataset, size):
+        if len(dataset) < size:
+            raise ValueError(f'SubsetDataset: asked for {size} items of a '
+                             f'dataset of {len(dataset)}')
+        self.dataset = dataset
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        return self.dataset[_check_index(index, self.size)]
+
+
+class Repeat(Dataset):
+    """``dataset`` repeated cyclically up to ``new_len`` items."""
+
+    def __init__(self, dataset, new_len) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.original_len = len(dataset)
+        self.new_len = new_len
+
+    def __len__(self):
+        return self.new_len
+
+    def __getitem__(self, index):
+        index = _check_index(index, self.new_len)
+        return self.dataset[index % self.original_len]
+
+
+# ---------------------------------------------------------------------------
+# LMDB datasets
+# ---------------------------------------------------------------------------
+class BaseLMDB(Dataset):
+    """Images of an official-format LMDB: ``data[i]`` is the RGB PIL image
+    under key ``f'{original_resolution}-{str(i).zfill(zfill)}'``.
+
+    ``i`` may also be a digit string (``'42'``), as the official CelebA-HQ
+    attribute reader passes. Raises FileNotFoundError (with
+    ``missing_hint``) when ``path`` does not exist, LMDBFormatError when it
+    has no ``length`` key or its first key is not in this format, KeyError
+    naming the key when a record is missing and CorruptImageError naming
+    the key when a record cannot be decoded.
+    """
+
+    def __init__(self, path, original_resolution, zfill: int = 5,
+                 missing_hint: str = ''):
+        self.original_resolution = original_resolution
+        self.zfill = zfill
+        self.db = ReadonlyLMDB(path, missing_hint)
+        pattern = (f"'{original_resolution}-' + the index zero-padded to "
+                   f"{zfill} digits (e.g. '{self.key(0)}')")
+        self.length = self.db.read_length(pattern)
+        if self.length > 0 and self.db.get(self.key(0)) is None:
+            raise LMDBFormatError(
+                f"LMDB '{self.path}' has no key '{self.key(0)}': expected "
+                f"keys {pattern}; found {self.db.describe_keys()}"
+                f'{self._guess()}')
+
+    @property
+    def path(self):
+        return self.db.path
+
+    def key(self, index) -> str:
+        return f'{self.original_resolution}-{str(index).zfill(self.zfill)}'
+
+    def _guess(self) -> str:
+        """A hint at the settings that would read the keys found."""
+        for k in self.db.first_keys(5):
+            prefix, _, digits = k.rpartition('-')
+            if prefix and digits.isdigit():
+                return (f" (these look like original_resolution="
+                        f"{prefix!r}, zfill={len(digits)})")
+        return ''
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        key = self.key(index)
+        data = self.db.get(key)
+        if data is None:
+            raise KeyError(f"key '{key}' not found in LMDB '{self.path}' "
+                           f'(length {self.length})')
+        return decode_image(data, f"key '{key}' of LMDB '{self.path}'")
+
+
+class _LMDBImages(Dataset, _SmallImageWarning):
+    """Shared body of the LMDB image datasets: ``self.data`` (BaseLMDB),
+    ``self.transform``, ``self.length`` and ``self.offset``."""
+
+    offset = 0
+    crop_side = None
+
+    def _open(self, path, original_resolution, zfill, make_name):
+        self.original_resolution = original_resolution
+        self.data = BaseLMDB(path, original_resolution, zfill=zfill,
+                             missing_hint=_make_hint(make_name, path))
+        self.length = len(self.data)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        index = _check_index(index, self.length) + self.offset
+        img = self.data[index]
+        self._check_small(img, self.crop_side)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {'img': img, 'index': index}
+
+
+class FFHQlmdb(_LMDBImages):
+    """FFHQ (``256-00000`` keys). ``split``: None (all), 'train' (all but
+    the first 10000) or 'test' (the first 10000). Resize only, no crop
+    (the images are square)."""
+
+    def __init__(self, path=os.path.expanduser('datasets/ffhq256.lmdb'),
+                 image_size=256, original_resolution=256, split=None,
+                 as_tensor: bool = True, do_augment: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        self.image_size = image_size
+        self._open(path, original_resolution, 5, 'ffhq')
+        if split is None:
+            self.offset = 0
+        elif split == 'train':
+            if self.length <= 10000:
+                raise ValueError(
+                    f"split='train' skips the first 10000 images, but "
+                    f"'{path}' holds only {self.length}")
+            self.length = self.length - 10000
+            self.offset = 10000
+        elif split == 'test':
+            self.length = min(10000, self.length)
+            self.offset = 0
+        else:
+            raise NotImplementedError(
+                f"split {split!r}: use None, 'train' or 'test'")
+        self.transform = _build_transform(image_size, None, flip=do_augment,
+                                          to_tensor=as_tensor,
+                                          normalize=do_normalize)
+
+
+class CelebAlmdb(_LMDBImages):
+    """CelebA (``None-0000000`` keys: the original 178x218 images as the
+    official converter stores them with ``original_resolution=None``).
+    ``crop_d2c``: the D2C crop then Resize; else Resize + CenterCrop."""
+
+    def __init__(self, path, image_size, original_resolution=128,
+                 split=None, as_tensor: bool = True,
+                 do_augment: bool = True, do_normalize: bool = True,
+                 crop_d2c: bool = False, **kwargs):
+        self.image_size = image_size
+        self._open(path, original_resolution, 7, 'celeba')
+        self.crop_d2c = crop_d2c
+        if split is not None:
+            raise NotImplementedError(
+                f'CelebAlmdb has no splits (split={split!r}); use None')
+        self.offset = 0
+        self.crop_side = 2 * _D2C_HALF if crop_d2c else None
+        self.transform = _build_transform(
+            image_size, 'd2c' if crop_d2c else 'center', flip=do_augment,
+            to_tensor=as_tensor, normalize=do_normalize)
+
+
+class _LSUNlmdb(_LMDBImages):
+    """LSUN categories converted by ``data_resize_<name>.py``
+    (``256-0000000`` keys): Resize + CenterCrop."""
+
+    _make_name = None
+
+    def __init__(self, path, image_size=128, original_resolution=256,
+                 do_augment: bool = True, do_transform: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        self.image_size = image_size
+        self._open(path, original_resolution, 7, self._make_name)
+        self.transform = _build_transform(image_size, 'center',
+                                          flip=do_augment,
+                                          to_tensor=do_transform,
+                                          normalize=do_normalize)
+
+
+class Horse_lmdb(_LSUNlmdb):
+    """LSUN horse (``256-0000000`` keys)."""
+
+    _make_name = 'horse'
+
+    def __init__(self, path=os.path.expanduser('datasets/horse256.lmdb'),
+                 image_size=128, original_resolution=256,
+                 do_augment: bool = True, do_transform: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        super().__init__(path, image_size, original_resolution, do_augment,
+                         do_transform, do_normalize, **kwargs)
+
+
+class Bedroom_lmdb(_LSUNlmdb):
+    """LSUN bedroom (``256-0000000`` keys; the official code read it with
+    the horse class, issue #58 -- same format, own class here)."""
+
+    _make_name = 'bedroom'
+
+    def __init__(self, path=os.path.expanduser('datasets/bedroom256.lmdb'),
+                 image_size=128, original_resolution=256,
+                 do_augment: bool = True, do_transform: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        super().__init__(path, image_size, original_resolution, do_augment,
+                         do_transform, do_normalize, **kwargs)
+
+
+class CelebHQlmdb(_LMDBImages):
+    """CelebA-HQ (``256-00000`` keys, from ``data_resize_celebahq.py``):
+    Resize + CenterCrop."""
+
+    def __init__(self, path=os.path.expanduser('datasets/celebahq256.lmdb'),
+                 image_size=256, original_resolution=256,
+                 do_augment: bool = True, do_transform: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        self.image_size = image_size
+        self._open(path, original_resolution, 5, 'celebahq')
+        self.transform = _build_transform(image_size, 'center',
+                                          flip=do_augment,
+                                          to_tensor=do_transform,
+                                          normalize=do_normalize)
+
+
+# ---------------------------------------------------------------------------
+# attribute files
+# ---------------------------------------------------------------------------
+def _blame_attr_row(path, names, rows):
+    """Raise a ValueError naming the first malformed data row."""
+    for i, ln in enumerate(rows):
+        row = ln.split()
+        if len(row) != len(names) + 1:
+            raise ValueError(
+                f"attribute file '{path}', data row {i + 1}: expected a "
+                f'file name and {len(names)} values, got {len(row)} fields')
+        if not all(v.lstrip('+-').isdigit() for v in row[1:]):
+            raise ValueError(f"attribute file '{path}', data row {i + 1} "
+                             f'({row[0]}): values must be integers')
+
+
+def read_attr_file(path) -> Tuple[List[str], List[str], np.ndarray]:
+    """Parse a CelebA attribute file (``list_attr_celeba.txt``,
+    ``CelebAMask-HQ-attribute-anno.txt``).
+
+    Format: line 1 the image count (skipped, as officially), line 2 the
+    attribute names, then ``<file name> v1 v2 ...`` with values 1 / -1.
+    Returns (attribute names, file names, (N, K) int8 values).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"attribute file '{path}' not found (CelebA: "
+            'Anno/list_attr_celeba.txt; CelebA-HQ: '
+            'CelebAMask-HQ-attribute-anno.txt)')
+    with open(path) as f:
+        lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    if lines and lines[0].strip().isdigit():
+        lines = lines[1:]
+    if not lines:
+        raise ValueError(f"attribute file '{path}' has no header line")
+    names, rows = lines[0].split(), lines[1:]
+    # the fast path (C parser); on any problem, find the row to blame
+    if not rows:
+        return names, [], np.zeros((0, len(names)), dtype=np.int8)
+    try:
+        if len(' '.join(rows).split()) != len(rows) * (len(names) + 1):
+            raise ValueError('ragged rows')
+        values = np.loadtxt(rows, usecols=range(1, len(names) + 1),
+                            dtype=np.int8, ndmin=2, comments=None)
+    except (ValueError, OverflowError) as e:
+        _blame_attr_row(path, names, rows)
+        raise ValueError(f"attribute file '{path}': {e}") from e
+    files = [ln.split(None, 1)[0] for ln in rows]
+    return names, files, values
+
+
+def read_fewshot_csv(path) -> Tuple[List[str], List[str], np.ndarray]:
+    """Parse an official few-shot split CSV (a pandas frame written with
+    its index: header ``,attr1,attr2,...``; rows ``file,v1,v2,...``)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"few-shot split file '{path}' not found (the official "
+            "repository's data/ folder has them)")
+    with open(path, newline='') as f:
+        table = [r for r in csv.reader(f) if r]
+    if not table:
+        raise ValueError(f"few-shot split file '{path}' is empty")
+    names = table[0][1:]
+    files = [r[0] for r in table[1:]]
+    values = np.array([[int(float(v)) for v in r[1:]] for r in table[1:]],
+                      dtype=np.int8).reshape(len(files), len(names))
+    return names, files, values
+
+
+class _AttrTable:
+    """Rows of attribute values with the official label order
+    (``id_to_cls``)."""
+
+    id_to_cls: List[str] = CELEBA_ATTRS
+
+    def _set_table(self, names, files, values, source):
+        unknown = [n for n in names if n not in self.cls_to_id]
+        if unknown:
+            raise ValueError(f"'{source}' has attributes {unknown} that are "
+                             f'not in {type(self).__name__}.id_to_cls')
+        self.attr_names = list(names)
+        self.files = list(files)
+        # official: attributes missing from the file are 0
+        labels = np.zeros((len(files), len(self.id_to_cls)), dtype=np.int64)
+        for j, name in enumerate(names):
+            labels[:, self.cls_to_id[name]] = values[:, j]
+        self.labels = torch.from_numpy(labels)
+
+    def _select(self, keep: np.ndarray):
+        self.files = [f for f, k in zip(self.files, keep) if k]
+        self.labels = self.labels[torch.from_numpy(keep)]
+
+    def _only(self, only_cls_name, only_cls_value):
+        if only_cls_name is not None:
+            col = self.labels[:, self.cls_to_id[only_cls_name]]
+            self._select((col == only_cls_value).numpy())
+
+    def pos_count(self, cls_name):
+        return int((self.labels[:, self.cls_to_id[cls_name]] == 1).sum())
+
+    def neg_count(self, cls_name):
+        return int((self.labels[:, self.cls_to_id[cls_name]] == -1).sum())
+
+    def __len__(self):
+        return len(self.files)
+
+
+class CelebAttrDataset(_AttrTable, Dataset, _SmallImageWarning):
+    """CelebA images of a folder with their 40 attributes.
+
+    Only the rows of ``attr_path`` whose image (``<stem>.<ext>``) is in
+    ``folder`` are kept, in the file's order. Items carry ``'labels'``: a
+    (40,) int64 tensor of 1 / -1 in ``id_to_cls`` order; ``.labels`` holds
+    all of them, (N, 40).
+    """
+
+    id_to_cls = CELEBA_ATTRS
+    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+
+    def __init__(self, folder, image_size=64,
+                 attr_path=os.path.expanduser(
+                     'datasets/celeba_anno/list_attr_celeba.txt'),
+                 ext='png', only_cls_name: str = None,
+                 only_cls_value: int = None, do_augment: bool = False,
+                 do_transform: bool = True, do_normalize: bool = True,
+                 d2c: bool = False):
+        super().__init__()
+        self.folder = folder
+        self.image_size = image_size
+        self.ext = ext
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"CelebA image folder '{folder}' does "
+                                    'not exist')
+        present = {str(p.relative_to(folder).with_suffix('.jpg'))
+                   for p in Path(folder).glob(f'**/*.{ext}')}
+        names, files, values = read_attr_file(attr_path)
+        self._set_table(names, files, values, attr_path)
+        self._select(np.array([f in present for f in self.files],
+                              dtype=bool))
+        if not self.files:
+            raise FileNotFoundError(
+                f"none of the {len(files)} images listed in '{attr_path}' "
+                f"is in '{folder}' as *.{ext}")
+        self._only(only_cls_name, only_cls_value)
+        self.crop_side = 2 * _D2C_HALF if d2c else None
+        self.transform = _build_transform(
+            image_size, 'd2c' if d2c else 'center', flip=do_augment,
+            to_tensor=do_transform, normalize=do_normalize)
+
+    def __getitem__(self, index):
+        index = _check_index(index, len(self.files))
+        name = f'{self.files[index].split(".")[0]}.{self.ext}'
+        img = open_image(os.path.join(self.folder, name))
+        self._check_small(img, self.crop_side)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {'img': img, 'index': index, 'labels': self.labels[index]}
+
+
+class CelebD2CAttrDataset(CelebAttrDataset):
+    """CelebA with the D2C crop (the D2C paper's data)."""
+
+    def __init__(self, folder, image_size=64,
+                 attr_path=os.path.expanduser(
+                     'datasets/celeba_anno/list_attr_celeba.txt'),
+                 ext='jpg', only_cls_name: str = None,
+                 only_cls_value: int = None, do_augment: bool = False,
+                 do_transform: bool = True, do_normalize: bool = True,
+                 d2c: bool = True):
+        super().__init__(folder, image_size, attr_path, ext=ext,
+                         only_cls_name=only_cls_name,
+                         only_cls_value=only_cls_value,
+                         do_augment=do_augment, do_transform=do_transform,
+                         do_normalize=do_normalize, d2c=d2c)
+
+
+class CelebAttrFewshotDataset(_AttrTable, Dataset, _SmallImageWarning):
+    """K-shot CelebA subsets of the official few-shot experiments, read
+    from ``data/celeba_fewshots/K{K}_{cls_name}_{seed}.csv`` (or
+    ``K{K}_allneg_...`` with ``all_neg``), or from ``csv_path``. Items carry
+    ``'labels'``: the (1,) value of ``cls_name``."""
+
+    id_to_cls = CELEBA_ATTRS
+    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+
+    def __init__(self, cls_name, K, img_folder, img_size=64, ext='png',
+                 seed=0, only_cls_name: str = None,
+                 only_cls_value: int = None, all_neg: bool = False,
+                 do_augment: bool = False, do_transform: bool = True,
+                 do_normalize: bool = True, d2c: bool = False,
+                 csv_path: str = None) -> None:
+        self.cls_name = cls_name
+        self.K = K
+        self.img_folder = img_folder
+        self.image_size = img_size
+        self.ext = ext
+        if csv_path is None:
+            neg = 'allneg_' if all_neg else ''
+            csv_path = f'data/celeba_fewshots/K{K}_{neg}{cls_name}_{seed}.csv'
+        self._set_table(*read_fewshot_csv(csv_path), csv_path)
+        self._only(only_cls_name, only_cls_value)
+        self.crop_side = 2 * _D2C_HALF if d2c else None
+        self.transform = _build_transform(
+            img_size, 'd2c' if d2c else 'center', flip=do_augment,
+            to_tensor=do_transform, normalize=do_normalize)
+
+    def __getitem__(self, index):
+        index = _check_index(index, len(self.files))
+        name = f'{self.files[index].split(".")[0]}.{self.ext}'
+        img = open_image(os.path.join(self.img_folder, name))
+        self._check_small(img, self.crop_side)
+        label = self.labels[index, self.cls_to_id[self.cls_name]]
+        if self.transform is not None:
+            img = self.transform(img)
+        return {'img': img, 'index': index, 'labels': label.unsqueeze(-1)}
+
+
+class CelebD2CAttrFewshotDataset(CelebAttrFewshotDataset):
+    """The few-shot subsets with the D2C crop."""
+
+    def __init__(self, cls_name, K, img_folder, img_size=64, ext='jpg',
+                 seed=0, only_cls_name: str = None,
+                 only_cls_value: int = None, all_neg: bool = False,
+                 do_augment: bool = False, do_transform: bool = True,
+                 do_normalize: bool = True, is_negative=False,
+                 d2c: bool = True, csv_path: str = None) -> None:
+        super().__init__(cls_name, K, img_folder, img_size, ext=ext,
+                         seed=seed, only_cls_name=only_cls_name,
+                         only_cls_value=only_cls_value, all_neg=all_neg,
+                         do_augment=do_augment, do_transform=do_transform,
+                         do_normalize=do_normalize, d2c=d2c,
+                         csv_path=csv_path)
+        self.is_negative = is_negative
+
+
+class _CelebHQRows(_AttrTable, Dataset, _SmallImageWarning):
+    """CelebA-HQ LMDB images addressed by attribute-table file names
+    (``'42.jpg'`` -> key ``256-00042``)."""
+
+    id_to_cls = CELEBA_ATTRS
+    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+
+    def _open_lmdb(self, path, image_size, original_resolution, do_augment,
+                   do_transform, do_normalize):
+        self.image_size = image_size
+        self.data = BaseLMDB(path, original_resolution, zfill=5,
+                             missing_hint=_make_hint('celebahq', path))
+        self.transform = _build_transform(image_size, 'center',
+                                          flip=do_augment,
+                                          to_tensor=do_transform,
+                                          normalize=do_normalize)
+
+    def _image(self, index):
+        stem = self.files[index].split('.')[0]
+        if not stem.isdigit():
+            raise ValueError(f"CelebA-HQ image name '{self.files[index]}' "
+                             'is not <number>.jpg')
+        img = self.data[int(stem)]
+        self._check_small(img)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img
+
+
+class CelebHQAttrDataset(_CelebHQRows):
+    """CelebA-HQ (LMDB) with the 40 attributes of
+    ``CelebAMask-HQ-attribute-anno.txt``; ``'labels'`` is (40,) 1 / -1 in
+    ``id_to_cls`` order; ``.labels`` holds all of them."""
+
+    def __init__(self, path=os.path.expanduser('datasets/celebahq256.lmdb'),
+                 image_size=None,
+                 attr_path=os.path.expanduser(
+                     'datasets/celeba_anno/CelebAMask-HQ-attribute-anno.txt'),
+                 original_resolution=256, do_augment: bool = False,
+                 do_transform: bool = True, do_normalize: bool = True):
+        super().__init__()
+        self._open_lmdb(path, image_size, original_resolution, do_augment,
+                        do_transform, do_normalize)
+        self._set_table(*read_attr_file(attr_path), attr_path)
+
+    def __getitem__(self, index):
+        index = _check_index(index, len(self.files))
+        return {'img': self._image(index), 'index': index,
+                'labels': self.labels[index]}
+
+
+class CelebHQAttrFewshotDataset(_CelebHQRows):
+    """K-shot CelebA-HQ subsets (``data/celebahq_fewshots/K{K}_{cls}.csv``
+    or ``csv_path``); ``'labels'`` is the (1,) value of ``cls_name``."""
+
+    def __init__(self, cls_name, K, path, image_size,
+                 original_resolution=256, do_augment: bool = False,
+                 do_transform: bool = True, do_normalize: bool = True,
+                 csv_path: str = None):
+        super().__init__()
+        self.cls_name = cls_name
+        self.K = K
+        self._open_lmdb(path, image_size, original_resolution, do_augment,
+                        do_transform, do_normalize)
+        if csv_path is None:
+            csv_path = f'data/celebahq_fewshots/K{K}_{cls_name}.csv'
+        self._set_table(*read_fewshot_csv(csv_path), csv_path)
+
+    def __getitem__(self, index):
+        index = _check_index(index, len(self.files))
+        label = self.labels[index, self.cls_to_id[self.cls_name]]
+        return {'img': self._image(index), 'index': index,
+                'labels': label.unsqueeze(-1)}
+
+
+# ---------------------------------------------------------------------------
+# the built-in demo dataset: shapes
+# ---------------------------------------------------------------------------
+SHAPES = ('circle', 'square', 'triangle')
+# saturated colours that stand out on both backgrounds
+SHAPE_COLORS = {
+    'red': (220, 50, 47),
+    'green': (40, 170, 60),
+    'blue': (40, 90, 220),
+    'yellow': (240, 200, 30),
+}
+SHAPE_BACKGROUNDS = {'dark': (30, 30, 30), 'light': (225, 225, 225)}
+# shape size = sqrt(area) / image width (the side of the equal-area
+# square), uniform in this range; 'large' is the upper half
+SHAPE_SIZE_RANGE = (0.24, 0.42)
+SHAPE_LARGE_THRESHOLD = 0.33
+SHAPES_DEFAULT_COUNT = 4000
+SHAPES_RESOLUTION = 64
+# empty border (fraction of the width) so the background shows all round
+_SHAPE_MARGIN = 2 / 64
+_SUPERSAMPLE = 4
+_SHAPES_FORMAT = 'diffae-shapes'
+
+# the binary labels, like CelebA's: +1 / -1 each
+SHAPE_LABELS = (list(SHAPES) + list(SHAPE_COLORS)
+                + ['large', 'left', 'top', 'light_background'])
+
+
+def _shape_half_extents(shape: str, size: float):
+    """(left/right, up, down) extent of a shape from its centroid, in
+    image widths."""
+    if shape == 'circle':
+        r = size / np.sqrt(np.pi)
+        return r, r, r
+    if shape == 'square':
+        return size / 2, size / 2, size / 2
+    side = size * np.sqrt(4 / np.sqrt(3))
+    height = side * np.sqrt(3) / 2
+    return side / 2, 2 * height / 3, height / 3
+
+
+def _shape_mask(shape: str, size: float, x: float, y: float, u, v):
+    """Which sample points (u right, v down; image widths) are inside the
+    shape of centroid (x, y) and area size**2 (triangles point up)."""
+    if shape == 'circle':
+        r = size / np.sqrt(np.pi)
+        return (u - x)**2 + (v - y)**2 <= r * r
+    if shape == 'square':
+        h = size / 2
+        return (np.abs(u - x) <= h) & (np.abs(v - y) <= h)
+    half, up, down = _shape_half_extents('triangle', size)
+    apex = y - up
+    return ((v <= y + down)
+            & (np.abs(u - x) <= (v - apex) * (half / (up + down))))
+
+
+def render_shape(shape: str, color: str, background: str, size: float,
+                 x: float, y: float,
+                 resolution: int = SHAPES_RESOLUTION) -> np.ndarray:
+    """One shapes image as (H, W, 3) uint8: the shape (anti-aliased by
+    4x4 supersampling) at centroid (x, y) (fractions of the width, y
+    down) with area ``size**2`` of the image."""
+    n = resolution * _SUPERSAMPLE
+    # only the shape's bounding box needs supersampling
+    half, up, down = _shape_half_extents(shape, size)
+    c0 = max(0, int(np.floor((x - half) * resolution)) - 1)
+    c1 = min(resolution, int(np.ceil((x + half) * resolution)) + 1)
+    r0 = max(0, int(np.floor((y - up) * resolution)) - 1)
+    r1 = min(resolution, int(np.ceil((y + down) * resolution)) + 1)
+    u = (np.arange(c0 * _SUPERSAMPLE, c1 * _SUPERSAMPLE) + 0.5) / n
+    v = (np.arange(r0 * _SUPERSAMPLE, r1 * _SUPERSAMPLE) + 0.5) / n
+    inside = _shape_mask(shape, size, x, y, u[None, :], v[:, None])
+    cover = inside.reshape(r1 - r0, _SUPERSAMPLE, c1 - c0,
+                           _SUPERSAMPLE).mean(axis=(1, 3))
+    img = np.empty((resolution, resolution, 3), dtype=np.float64)
+    img[:] = SHAPE_BACKGROUNDS[background]
+    fg = np.asarray(SHAPE_COLORS[color], dtype=np.float64)
+    box = img[r0:r1, c0:c1]
+    box += cover[..., None] * (fg - box)
+    return np.rint(img).astype(np.uint8)
+
+
+def sample_shape_attributes(num_images: int, seed: int = 0) -> Dict:
+    """The attributes of ``num_images`` shapes images drawn from
+    ``numpy.random.default_rng(seed)``: 'shape', 'color', 'background'
+    (names), 'size', 'x', 'y' (floats; see :func:`render_shape`)."""
+    rng = np.random.default_rng(seed)
+    shape = rng.integers(0, len(SHAPES), num_images)
+    color = rng.integers(0, len(SHAPE_COLORS), num_images)
+    background = rng.integers(0, len(SHAPE_BACKGROUNDS), num_images)
+    size = rng.uniform(*SHAPE_SIZE_RANGE, num_images)
+    pos = rng.random((num_images, 2))
+    shapes, colors = list(SHAPES), list(SHAPE_COLORS)
+    backgrounds = list(SHAPE_BACKGROUNDS)
+    out = {k: [] for k in ('shape', 'color', 'background', 'size', 'x', 'y')}
+    for i in range(num_images):
+        half, up, down = _shape_half_extents(shapes[shape[i]], size[i])
+        lo_x, hi_x = half + _SHAPE_MARGIN, 1 - half - _SHAPE_MARGIN
+        lo_y, hi_y = up + _SHAPE_MARGIN, 1 - down - _SHAPE_MARGIN
+        out['shape'].append(shapes[shape[i]])
+        out['color'].append(colors[color[i]])
+        out['background'].append(backgrounds[background[i]])
+        out['size'].append(float(size[i]))
+        out['x'].append(float(lo_x + pos[i, 0] * (hi_x - lo_x)))
+        out['y'].append(float(lo_y + pos[i, 1] * (hi_y - lo_y)))
+    return out
+
+
+def shape_labels(attributes: Dict) -> torch.Tensor:
+    """(N, len(SHAPE_LABELS)) int64 tensor of +1 / -1 from attribute
+    records (as stored in the LMDB)."""
+    cols = []
+    for name in SHAPES:
+        cols.append([s == name for s in attributes['shape']])
+    for name in SHAPE_COLORS:
+        cols.append([c == name for c in attributes['color']])
+    cols.append([s > SHAPE_LARGE_THRESHOLD for s in attributes['size']])
+    cols.append([x < 0.5 for x in attributes['x']])
+    cols.append([y < 0.5 for y in attributes['y']])
+    cols.append([b == 'light' for b in attributes['background']])
+    on = torch.tensor(np.array(cols, dtype=bool).T.reshape(-1, len(cols)))
+    return on.long() * 2 - 1
+
+
+def make_shapes_lmdb(path, num_images: int = SHAPES_DEFAULT_COUNT,
+                     size: int = SHAPES_RESOLUTION, seed: int = 0,
+                     overwrite: bool = False) -> str:
+    """Generate the shapes dataset as an LMDB at ``path``.
+
+    Images are PNG (lossless) under ``f'{size}-{i:05d}'``, plus ``length``
+    and ``attributes``: JSON with the generation settings and per-image
+    records (``shape``, ``color``, ``background``, ``size``, ``x``,
+    ``y``). Same arguments -> identical bytes. Written to a temporary
+    folder and renamed into place; FileExistsError if ``path`` exists
+    (unless ``overwrite``).
+    """
+    from lmdb_writer import LMDBImageWriter, encode_image
+    from PIL import Image
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"'{path}' already exists")
+    attrs = sample_shape_attributes(num_images, seed)
+    meta = {
+        'format': _SHAPES_FORMAT, 'version': 1, 'seed': seed,
+        'num_images': num_images, 'resolution': size,
+        'shapes': list(SHAPES), 'colors': SHAPE_COLORS,
+        'backgrounds': SHAPE_BACKGROUNDS,
+        'size_range': list(SHAPE_SIZE_RANGE),
+        'large_threshold': SHAPE_LARGE_THRESHOLD, 'labels': SHAPE_LABELS,
+        'records': attrs,
+    }
+    with LMDBImageWriter(path, format='png', zfill=5,
+                         key_prefix=str(size)) as writer:
+        batch = []
+        for i in range(num_images):
+            arr = render_shape(attrs['shape'][i], attrs['color'][i],
+                               attrs['background'][i], attrs['size'][i],
+                               attrs['x'][i], attrs['y'][i], size)
+            batch.append(encode_image(Image.fromarray(arr), 'png'))
+            if len(batch) == 500:
+                writer.put_bytes(batch)
+                batch = []
+        writer.put_bytes(batch)
+        writer.put_meta('attributes', json.dumps(meta).encode('utf-8'))
+    return path
+
+
+def _ensure_shapes_lmdb(path, num_images, seed):
+    """Generate the dataset at ``path`` unless it is there. Each process
+    writes its own temporary copy and renames it into place; when another
+    process got there first its (identical) copy is kept."""
+    if os.path.exists(path):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent,
+                           prefix=os.path.basename(path) + '.gen-')
+    try:
+        made = make_shapes_lmdb(os.path.join(tmp, 'shapes.lmdb'), num_images,
+                                seed=seed)
+        try:
+            os.rename(made, path)
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_shapes_meta(path) -> Dict:
+    """The ``attributes`` record of a shapes LMDB."""
+    db = ReadonlyLMDB(path)
+    raw = db.get('attributes')
+    if raw is None:
+        raise LMDBFormatError(
+            f"'{path}' is not a shapes LMDB: it has no 'attributes' key "
+            f'(found {db.describe_keys()}); delete it to regenerate')
+    meta = json.loads(raw.decode('utf-8'))
+    if meta.get('format') != _SHAPES_FORMAT:
+        raise LMDBFormatError(f"'{path}': unknown attributes format")
+    return meta
+
+
+class ShapesDataset(_LMDBImages):
+    """The built-in demo dataset: one coloured shape on a plain background.
+
+    Generated on first use at ``path`` (a few seconds; see
+    :func:`make_shapes_lmdb`) and read through the LMDB path like the real
+    datasets. Shapes: circle / square / triangle; colours: red, green,
+    blue, yellow; background dark / light; size (sqrt of the area
+    fraction) uniform in SHAPE_SIZE_RANGE; centroid x / y uniform where
+    the shape fits. Stored at 64x64; Resize + CenterCrop to
+    ``image_size``.
+
+    Args:
+        num_images / seed: used when generating (default 4000 / 0); when
+            given and the LMDB at ``path`` was made with other values, a
+            ValueError says so (delete it or use another path).
+        do_augment: horizontal flips -- off by default, since flipping
+            breaks the 'left' attribute.
+
+    ``.attributes`` holds the per-image records, ``.meta`` the whole
+    ``attributes`` record.
+    """
+
+    def __init__(self, path=os.path.expanduser('datasets/shapes.lmdb'),
+                 image_size=32, num_images: int = None, seed: int = None,
+                 do_augment: bool = False, do_transform: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        path = os.fspath(path)
+        self.image_size = image_size
+        _ensure_shapes_lmdb(
+            path, SHAPES_DEFAULT_COUNT if num_images is None else num_images,
+            0 if seed is None else seed)
+        self.meta = read_shapes_meta(path)
+        wanted = {'num_images': num_images, 'seed': seed}
+        for k, v in wanted.items():
+            if v is not None and self.meta[k] != v:
+                raise ValueError(
+                    f"'{path}' holds shapes made with {k}={self.meta[k]}, "
+                    f'not {v}; delete it to regenerate or use another path')
+        self._open(path, self.meta['resolution'], 5, None)
+        self.attributes = self.meta['records']
+        self.transform = _build_transform(image_size, 'center',
+                                          flip=do_augment,
+                                          to_tensor=do_transform,
+                                          normalize=do_normalize)
+
+
+class ShapesAttrDataset(ShapesDataset):
+    """:class:`ShapesDataset` with binary labels, like the CelebA attribute
+    datasets: items carry ``'labels'`` (K,) int64 of +1 / -1 in
+    ``id_to_cls`` order; ``.labels`` is the (N, K) tensor of all of them
+    (no image decoding)."""
+
+    id_to_cls = SHAPE_LABELS
+    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+
+    def __init__(self, path=os.path.expanduser('datasets/shapes.lmdb'),
+                 image_size=32, num_images: int = None, seed: int = None,
+                 do_augment: bool = False, do_transform: bool = True,
+                 do_normalize: bool = True, **kwargs):
+        super().__init__(path, image_size, num_images, seed, do_augment,
+                         do_transform, do_normalize, **kwargs)
+        self.labels = shape_labels(self.attributes)
+
+    def pos_count(self, cls_name):
+        return int((self.labels[:, self.cls_to_id[cls_name]] == 1).sum())
+
+    def neg_count(self, cls_name):
+        return int((self.labels[:, self.cls_to_id[cls_name]] == -1).sum())
+
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        item['labels'] = self.labels[item['index']]
+        return item
+
+
+# prototypes for measuring: the fill ratio (area / bounding box) of each
+# shape, and the colours in [0, 1]
+_SHAPE_FILL = {'circle': np.pi / 4, 'square': 1.0, 'triangle': 0.5}
+
+
+def shape_attribute_scores(images, value_range: Sequence[float] = (-1, 1)
+                           ) -> Dict[str, torch.Tensor]:
+    """Measure the shapes attributes from pixels.
+
+    Args:
+        images: (N, 3, H, W) tensor (or array). ``value_range`` says what
+            black and white are: (-1, 1) for dataset items and the
+            diffusion's samples (default), (0, 1) for ``LitModel.render``.
+
+    The background colour is the median of the 1-pixel border; the
+    foreground is every pixel farther from it than half the largest
+    distance in the image (its colour: the pixels beyond 0.8 of it).
+    Returns float tensors of shape (N,) unless noted:
+
+    - ``bg_rgb`` (N, 3), ``fg_rgb`` (N, 3): colours in [0, 1];
+    - ``bg_brightness``: mean of ``bg_rgb``;
+    - ``area``: foreground fraction; ``size``: sqrt(area) (comparable to
+      the stored ``size`` attribute);
+    - ``x``, ``y``: foreground centroid in image widths (y down);
+    - ``fill``: area / bounding-box area (square 1, circle 0.79,
+      triangle 0.5);
+    - ``found``: bool, a foreground was found;
+    - ``label_scores`` (N, K): one score per ``ShapesAttrDataset.id_to_cls``
+      entry, larger = more of it (shapes: -|fill - prototype|, colours:
+      -distance to the palette colour, large: size - threshold, left:
+      0.5 - x, top: 0.5 - y, light_background: brightness - 0.5);
+    - ``labels`` (N, K) int64 +1 / -1: the predicted labels (one shape,
+      one colour).
+    """
+    x = torch.as_tensor(images).detach().float().cpu()
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f'images must be (N, 3, H, W), got '
+                         f'{tuple(x.shape)}')
+    lo, hi = value_range
+    x = ((x - lo) / (hi - lo)).clamp(0, 1)
+    n, _, h, w = x.shape
+    border = torch.cat([x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0],
+                        x[:, :, :, -1]], dim=2)
+    bg = border.median(dim=2).values
+    dist = (x - bg[:, :, None, None]).norm(dim=1)
+    dmax = dist.flatten(1).amax(dim=1)
+    found = dmax > 0.1
+    mask = (dist > 0.5 * dmax[:, None, None]) & found[:, None, None]
+    m = mask.float()
+    count = m.sum(dim=(1, 2)).clamp(min=1)
+    area = m.sum(dim=(1, 2)) / (h * w)
+    cols = (torch.arange(w, dtype=torch.float32) + 0.5) / w
+    rows = (torch.arange(h, dtype=torch.float32) + 0.5) / w
+    cx = (m.sum(dim=1) * cols).sum(dim=1) / count
+    cy = (m.sum(dim=2) * rows).sum(dim=1) / count
+    # colour from the core of the shape (anti-aliased edges are mixed)
+    core = ((dist >= 0.8 * dmax[:, None, None])
+            & found[:, None, None]).float()
+    fg = (x * core[:, None]).sum(dim=(2, 3)) / core.sum(dim=(1, 2)).clamp(
+        min=1)[:, None]
+    any_row, any_col = mask.any(dim=2), mask.any(dim=1)
+    idx_r = torch.arange(h).expand(n, h)
+    idx_c = torch.arange(w).expand(n, w)
+    height = (torch.where(any_row, idx_r, -1).amax(1)
+              - torch.where(any_row, idx_r, h).amin(1) + 1).clamp(min=1)
+    width = (torch.where(any_col, idx_c, -1).amax(1)
+             - torch.where(any_col, idx_c, w).amin(1) + 1).clamp(min=1)
+    fill = m.sum(dim=(1, 2)) / (height * width).float()
+    brightness = bg.mean(dim=1)
+    size = area.sqrt()
+
+    palette = torch.tensor(list(SHAPE_COLORS.values()),
+                           dtype=torch.float32) / 255
+    shape_scores = torch.stack(
+        [-(fill - _SHAPE_FILL[s]).abs() for s in SHAPES], dim=1)
+    color_scores = -torch.cdist(fg, palette)
+    scores = torch.cat([
+        shape_scores, color_scores,
+        torch.stack([size - SHAPE_LARGE_THRESHOLD, 0.5 - cx, 0.5 - cy,
+                     brightness - 0.5], dim=1)
+    ], dim=1)
+    labels = -torch.ones_like(scores, dtype=torch.long)
+    ns, nc = len(SHAPES), len(SHAPE_COLORS)
+    labels[torch.arange(n), shape_scores.argmax(1)] = 1
+    labels[torch.arange(n), ns + color_scores.argmax(1)] = 1
+    labels[:, ns + nc:] = torch.where(scores[:, ns + nc:] > 0, 1, -1)
+    return {
+        'bg_rgb': bg, 'fg_rgb': fg, 'bg_brightness': brightness,
+        'area': area, 'size': size, 'x': cx, 'y': cy, 'fill': fill,
+        'found': found, 'label_scores': scores, 'labels': labels,
+    }
+
+
+__all__ = [
+    'CELEBA_ATTRS', 'ImageDataset', 'SubsetDataset', 'Repeat', 'BaseLMDB',
+    'make_transform', 'Crop', 'd2c_crop', 'FFHQlmdb', 'CelebAlmdb',
+    'Horse_lmdb', 'Bedroom_lmdb', 'CelebHQlmdb', 'CelebAttrDataset',
+    'CelebD2CAttrDataset', 'CelebAttrFewshotDataset',
+    'CelebD2CAttrFewshotDataset', 'CelebHQAttrDataset',
+    'CelebHQAttrFewshotDataset', 'read_attr_file', 'read_fewshot_csv',
+    'ShapesDataset', 'ShapesAttrDataset', 'make_shapes_lmdb',
+    'render_shape', 'sample_shape_attributes', 'shape_labels',
+    'shape_attribute_scores', 'read_shapes_meta', 'SHAPES', 'SHAPE_COLORS',
+    'SHAPE_BACKGROUNDS', 'SHAPE_LABELS', 'CorruptImageError',
+    'LMDBFormatError',
+]
