@@ -453,7 +453,8 @@ class GaussianDiffusionBeatGans:
             return noise
         assert isinstance(shape, (tuple, list)), 'give noise or a shape'
         if device is None:
-            device = next(model.parameters()).device
+            param = next(iter(model.parameters()), None)
+            device = param.device if param is not None else 'cpu'
         return torch.randn(*shape, device=device)
 
 

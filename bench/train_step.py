@@ -1,0 +1,220 @@
+"""Throughput of DiffAE's hot paths, float32 (the reference's computation)
+against the fast path, in one run on one machine.
+
+    python bench/train_step.py --template celeba64d2c_autoenc --batch 8
+
+prints one JSON line per precision mode with: img/s of a training step
+(forward, backward, grad clip, optimizer, EMA), of DDIM rendering and of
+stochastic encoding at --T steps; the UNet forward's FLOPs, achieved
+TFLOP/s and its fraction of a matmul peak measured in the same run; peak
+memory. Timings are min / median / max over --repeats.
+
+Modes:
+  fp32   eager float32, NCHW: what the reference computes on a CPU
+  bf16   bf16 autocast (GroupNorm and softmax stay float32 inside),
+         channels_last, fused foreach EMA, inference_mode for sampling
+  fp16   (CUDA only) float16 autocast + GradScaler-free timing, the
+         reference's GPU setting
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import templates_latent  # noqa: E402
+from experiment import LitModel, ema_update  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--template', default='celeba64d2c_autoenc',
+                   help='template function name (templates*.py)')
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--modes', default='fp32,bf16',
+                   help='comma-separated: fp32, bf16, fp16 (CUDA)')
+    p.add_argument('--T', type=int, default=10,
+                   help='DDIM steps for render / encode')
+    p.add_argument('--steps', type=int, default=3,
+                   help='timed training steps per repeat')
+    p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=1)
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the model in the fast modes')
+    p.add_argument('--no-channels-last', action='store_true')
+    p.add_argument('--skip', default='',
+                   help='comma-separated parts to skip: train,render,encode')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available()
+                   else 'cpu')
+    p.add_argument('--threads', type=int, default=None)
+    return p.parse_args(argv)
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def stats(times, items):
+    """img/s (from the min/median/max time)."""
+    return {
+        'img_per_s_median': items / statistics.median(times),
+        'img_per_s_min': items / max(times),
+        'img_per_s_max': items / min(times),
+        'seconds_median': statistics.median(times),
+    }
+
+
+def matmul_peak(device, dtype, n=4096, repeats=3):
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = timed(lambda: a @ b, device, repeats, 1)
+    return 2 * n**3 / min(times) / 1e12
+
+
+def autocast_ctx(mode, device):
+    if mode == 'bf16':
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if mode == 'fp16':
+        return torch.autocast(device.type, dtype=torch.float16)
+    return nullcontext()
+
+
+def bench_mode(args, mode, device):
+    conf = getattr(templates_latent, args.template)()
+    conf.batch_size = args.batch
+    conf.latent_infer_path = None
+    fast = mode != 'fp32'
+    torch.manual_seed(0)
+    lit = LitModel(conf).to(device)
+    memory_format = (torch.channels_last if fast and not args.no_channels_last
+                     else torch.contiguous_format)
+    lit.model.to(memory_format=memory_format)
+    lit.ema_model.to(memory_format=memory_format)
+    model = lit.model
+    if fast and args.compile:
+        model = torch.compile(model)
+    opt = torch.optim.Adam(lit.model.parameters(), lr=conf.lr)
+    x = torch.randn(args.batch, 3, conf.img_size, conf.img_size,
+                    device=device).contiguous(memory_format=memory_format)
+    t = torch.randint(0, conf.T, (args.batch, ), device=device)
+    out = {'template': args.template, 'mode': mode, 'batch': args.batch,
+           'device': torch.cuda.get_device_name(device) if device.type ==
+           'cuda' else f'cpu ({torch.get_num_threads()} threads)',
+           'compile': bool(fast and args.compile),
+           'channels_last': memory_format == torch.channels_last}
+    skip = set(args.skip.split(','))
+
+    def train_step():
+        for _ in range(args.steps):
+            with autocast_ctx(mode, device):
+                loss = lit.sampler.training_losses(model, x, t)['loss'].mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lit.model.parameters(), 1.0,
+                                           foreach=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema_update(lit.model, lit.ema_model, conf.ema_decay)
+
+    if 'train' not in skip:
+        times = timed(train_step, device, args.repeats, args.warmup)
+        out['train'] = stats(times, args.batch * args.steps)
+
+    sampler = conf._make_diffusion_conf(args.T).make_sampler()
+    ema = lit.ema_model
+    grad_ctx = torch.inference_mode if fast else torch.no_grad
+    with grad_ctx():
+        cond = ema.encoder(x) if conf.model_type.has_autoenc() else None
+
+        def render():
+            with autocast_ctx(mode, device):
+                sampler.sample(ema, noise=x, cond=cond)
+
+        def encode():
+            with autocast_ctx(mode, device):
+                sampler.ddim_reverse_sample_loop(ema, x,
+                                                 model_kwargs={'cond': cond})
+
+        if 'render' not in skip:
+            out['render'] = stats(
+                timed(render, device, args.repeats, args.warmup), args.batch)
+        if 'encode' not in skip and conf.model_type.has_autoenc():
+            out['encode'] = stats(
+                timed(encode, device, args.repeats, args.warmup), args.batch)
+
+        # one UNet forward: FLOPs and achieved throughput
+        def forward():
+            with autocast_ctx(mode, device):
+                ema(x, t, cond=cond) if cond is not None else ema(x, t)
+
+        with FlopCounterMode(display=False) as fc:
+            forward()
+        flops = fc.get_total_flops()
+        times = timed(forward, device, args.repeats, args.warmup)
+    peak_dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16,
+                  'fp16': torch.float16}[mode]
+    peak = matmul_peak(device, peak_dtype)
+    achieved = flops / min(times) / 1e12
+    out['unet_forward'] = {
+        'gflop': flops / 1e9,
+        'seconds_min': min(times),
+        'seconds_median': statistics.median(times),
+        'tflops': achieved,
+        'matmul_peak_tflops': peak,
+        'fraction_of_peak': achieved / peak,
+    }
+    if device.type == 'cuda':
+        out['peak_memory_gib'] = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        out['peak_rss_gib'] = resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    results = {}
+    for mode in args.modes.split(','):
+        if mode == 'fp16' and device.type != 'cuda':
+            continue
+        results[mode] = bench_mode(args, mode, device)
+        print(json.dumps(results[mode]), flush=True)
+    if 'fp32' in results and len(results) > 1:
+        base = results['fp32']
+        for mode, r in results.items():
+            if mode == 'fp32':
+                continue
+            ratio = {k: r[k]['img_per_s_median'] / base[k]['img_per_s_median']
+                     for k in ('train', 'render', 'encode')
+                     if k in r and k in base}
+            print(json.dumps({'speedup_vs_fp32': mode, **ratio}), flush=True)
+
+
+if __name__ == '__main__':
+    main()

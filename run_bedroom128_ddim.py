@@ -1,0 +1,12 @@
+"""The DDIM baseline of the paper: train the unconditional model, then
+score its T=10 samples (FID)."""
+from experiment import train
+from templates import bedroom128_ddpm
+
+if __name__ == '__main__':
+    gpus = [0, 1, 2, 3]
+    conf = bedroom128_ddpm()
+    train(conf, gpus=gpus)
+
+    conf.eval_programs = ['fid10']
+    train(conf, gpus=gpus, mode='eval')
