@@ -166,8 +166,9 @@ class TrainConfig(BaseConfig):
     # your own data: a folder of images (data_name='imagefolder') or a path
     # that overrides data_paths[data_name]
     data_dir: str = None
-    # where the FID Inception weights are (see metrics.py)
+    # local weight files of the metrics' networks (see metrics.py)
     fid_weights_path: str = None
+    alexnet_weights_path: str = None
     # Lightning precision ('32-true', '16-mixed', 'bf16-mixed'); None: from
     # fp16 ('16-mixed' on GPU, float32 on CPU)
     precision: str = None

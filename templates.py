@@ -294,6 +294,38 @@ def pretrain_bedroom128():
     return _pretrain(bedroom128_autoenc(), '120M', bedroom128_autoenc())
 
 
+def shapes32_autoenc():
+    """The built-in demo: a small Diff-AE on 32x32 coloured shapes
+    (dataset generated on first use), trainable on 2 CPU cores in minutes."""
+    conf = autoenc_base()
+    conf.data_name = 'shapes'
+    conf.img_size = 32
+    conf.net_ch = 64
+    conf.net_ch_mult = (1, 2, 2)
+    conf.net_enc_channel_mult = (1, 2, 2, 2)
+    conf.net_attn = (8, )
+    conf.style_ch = 128
+    conf.net_beatgans_embed_channels = 128
+    conf.dropout = 0
+    conf.batch_size = 32
+    conf.batch_size_eval = 32
+    conf.lr = 2e-4
+    conf.ema_decay = 0.995
+    conf.fp16 = False
+    conf.precision = 'bf16-mixed'
+    conf.num_workers = 1
+    conf.total_samples = 32 * 1200
+    conf.sample_size = 16
+    conf.sample_every_samples = 32 * 400
+    conf.save_every_samples = 32 * 200
+    conf.eval_every_samples = 0
+    conf.eval_ema_every_samples = 0
+    conf.T_eval = 20
+    conf.name = 'shapes32_autoenc'
+    conf.make_model_conf()
+    return conf
+
+
 TEMPLATES = [
     'ddpm', 'autoenc_base', 'ffhq64_ddpm', 'ffhq64_autoenc',
     'celeba64d2c_ddpm', 'celeba64d2c_autoenc', 'ffhq128_ddpm',
@@ -302,7 +334,8 @@ TEMPLATES = [
     'ffhq128_autoenc_130M', 'horse128_ddpm', 'horse128_autoenc',
     'bedroom128_ddpm', 'bedroom128_autoenc', 'pretrain_celeba64d2c_72M',
     'pretrain_ffhq128_autoenc72M', 'pretrain_ffhq128_autoenc130M',
-    'pretrain_ffhq256_autoenc', 'pretrain_horse128', 'pretrain_bedroom128'
+    'pretrain_ffhq256_autoenc', 'pretrain_horse128', 'pretrain_bedroom128',
+    'shapes32_autoenc'
 ]
 
 __all__ = TEMPLATES + list(_LAZY) + [
