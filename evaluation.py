@@ -300,3 +300,64 @@ def evaluate_during_training(lit):
 def _log_scalar(lit, name, value):
     if lit.global_rank == 0 and lit.logger is not None:
         lit.logger.experiment.add_scalar(name, value, lit.num_samples)
+
+
+# ----------------------------------------------------------------------
+# linear probe of z_sem (the paper's attribute-prediction table)
+# ----------------------------------------------------------------------
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels``
+    (positive: > 0), with ties counted half (Mann-Whitney U)."""
+    scores = scores.double().flatten()
+    pos = labels.flatten() > 0
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float('nan')
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    # average ranks over ties
+    uniq, inverse = torch.unique(scores, return_inverse=True)
+    sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(
+        0, inverse, ranks)
+    counts = torch.zeros(len(uniq), dtype=torch.float64).index_add_(
+        0, inverse, torch.ones_like(ranks))
+    ranks = (sums / counts)[inverse]
+    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2
+    return (u / (n_pos * n_neg)).item()
+
+
+def linear_probe(latents: torch.Tensor, labels: torch.Tensor, names,
+                 train_frac: float = 0.8, steps: int = 300,
+                 weight_decay: float = 1e-3, seed: int = 0):
+    """Fit one logistic-regression probe per attribute on the (z-normalised)
+    latents of a random ``train_frac`` split; report the held-out AUROC of
+    each attribute (and their mean under 'mean')."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(latents)
+    perm = torch.randperm(n, generator=g)
+    tr, te = perm[:int(n * train_frac)], perm[int(n * train_frac):]
+    x = latents.float()
+    mean, std = x[tr].mean(0), x[tr].std(0) + 1e-6
+    x = (x - mean) / std
+    y = (labels > 0).float().reshape(n, -1)
+    probe = torch.nn.Linear(x.shape[1], y.shape[1]).double()
+    opt = torch.optim.LBFGS(probe.parameters(), max_iter=steps,
+                            line_search_fn='strong_wolfe')
+    xtr, ytr = x[tr].double(), y[tr].double()
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            probe(xtr), ytr) + weight_decay * probe.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        scores = probe(x[te].double())
+    out = {name: auroc(scores[:, i], y[te, i]) for i, name in
+           enumerate(names)}
+    valid = [v for v in out.values() if v == v]
+    out['mean'] = sum(valid) / len(valid)
+    return out

@@ -262,37 +262,71 @@ class LitModel(pl.LightningModule):
         return (batch_idx + 1) % self.conf.accum_batches == 0
 
     def train_dataloader(self):
-        conf = self.conf.clone()
-        conf.batch_size = self.batch_size
+        """Shuffled training batches (per process), in an order that a
+        resumed run continues exactly (see dataset.ResumableSampler)."""
+        from dataset import ResumableDataLoader, ResumableSampler
         if self.conf.train_mode.require_dataset_infer():
             if self.conds is None:
                 raise RuntimeError(_missing_latents_message(self.conf))
             print('latents:', tuple(self.conds.shape),
                   'mean of mean:', self.conds_mean.mean().item(),
                   'mean of std:', self.conds_std.mean().item())
-            return conf.make_loader(TensorDataset(self.conds), shuffle=True,
-                                    num_worker=0)
-        return conf.make_loader(self.train_data, shuffle=True,
-                                drop_last=True)
+            data, workers = TensorDataset(self.conds), 0
+        else:
+            data, workers = self.train_data, self.conf.num_workers
+        if len(data) < self.conf.batch_size:
+            raise ValueError(
+                f'the training set has {len(data)} items, fewer than '
+                f'conf.batch_size={self.conf.batch_size}')
+        sampler = ResumableSampler(len(data), shuffle=True,
+                                   seed=self.conf.seed or 0,
+                                   rank=self.global_rank,
+                                   world_size=get_world_size())
+        self._train_loader = ResumableDataLoader(
+            data, batch_size=self.batch_size, sampler=sampler,
+            num_workers=workers, drop_last=True,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0)
+        return self._train_loader
+
+    def _step_generator(self, device, batch_idx):
+        """The RNG of one training step's timesteps and noise, seeded by
+        (seed, step, rank): a resumed run draws what an uninterrupted one
+        would, whatever the data loading consumed. (Outside a Trainer: the
+        global RNG.)"""
+        if self._trainer is None:
+            return None
+        step = self.global_step * self.conf.accum_batches + (
+            batch_idx % self.conf.accum_batches)
+        seed = ((self.conf.seed or 0) * 1_000_003 + step) * 4099 + \
+            self.global_rank
+        return torch.Generator(device=device).manual_seed(seed)
 
     # ------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
+        loader = getattr(self, '_train_loader', None)
+        if loader is not None:
+            loader.mark_consumed(batch_idx + 1)
         if self.conf.train_mode.require_dataset_infer():
-            cond = batch[0]
+            # the latent DPM on (z-normalised) z_sem
+            x_start, model, sampler = batch[0], self.model.latent_net, \
+                self.latent_sampler
             if self.conf.latent_znormalize:
-                cond = self.normalize(cond)
-            t, _ = self.T_sampler.sample(len(cond), cond.device)
-            losses = self.latent_sampler.training_losses(
-                model=self.model.latent_net, x_start=cond, t=t)
+                x_start = self.normalize(x_start)
         elif self.conf.train_mode == TrainMode.diffusion:
-            x_start = batch['img']
-            t, _ = self.T_sampler.sample(len(x_start), x_start.device)
-            losses = self.sampler.training_losses(model=self.model,
-                                                  x_start=x_start, t=t)
+            # encoder + conditional UNet, by the denoising loss alone
+            x_start, model, sampler = batch['img'], self.model, self.sampler
         else:
             raise NotImplementedError(self.conf.train_mode)
+        g = self._step_generator(x_start.device, batch_idx)
+        t, _ = self.T_sampler.sample(len(x_start), x_start.device,
+                                     generator=g)
+        noise = torch.randn(x_start.shape, device=x_start.device,
+                            dtype=x_start.dtype, generator=g)
+        losses = sampler.training_losses(model=model, x_start=x_start, t=t,
+                                         noise=noise)
         loss = losses['loss'].mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -343,9 +377,12 @@ class LitModel(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         # RNG states, so that a resumed run continues the same random stream
+        # (plain tensors and ints only: loadable with weights_only=True)
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint['rng_states'] = {
             'torch': torch.get_rng_state(),
-            'numpy': np.random.get_state(),
+            'numpy': [name, torch.from_numpy(keys.astype(np.int64)), pos,
+                      has_gauss, gauss],
             'python': random.getstate(),
         }
         if torch.cuda.is_available():
@@ -358,7 +395,9 @@ class LitModel(pl.LightningModule):
         rng = getattr(self, '_resumed_rng', None)
         if rng:
             torch.set_rng_state(rng['torch'].cpu())
-            np.random.set_state(rng['numpy'])
+            name, keys, pos, has_gauss, gauss = rng['numpy']
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos,
+                                 has_gauss, gauss))
             random.setstate(rng['python'])
             if 'cuda' in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng['cuda'])
@@ -419,13 +458,12 @@ class LitModel(pl.LightningModule):
         if not gen:
             return
         gen = _gather_images(self, torch.cat(gen))
-        if real:
-            real = _gather_images(self, torch.cat(real))
+        real = _gather_images(self, torch.cat(real)) if real else None
         if self.global_rank != 0:
             return
         sample_dir = os.path.join(self.conf.logdir, f'sample{postfix}')
         os.makedirs(sample_dir, exist_ok=True)
-        if real:
+        if real is not None:
             # inputs above their reconstructions
             grid = make_grid(torch.cat([real, gen]).float(),
                              nrow=len(gen)) * 0.5 + 0.5
@@ -611,7 +649,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         accumulate_grad_batches=conf.accum_batches,
         gradient_clip_val=conf.grad_clip if conf.grad_clip > 0 else None,
         gradient_clip_algorithm='norm',
-        use_distributed_sampler=True,
+        # the training loader shards itself (dataset.ResumableSampler)
+        use_distributed_sampler=False,
         **trainer_kwargs,
     )
     if mode == 'train':

@@ -294,13 +294,17 @@ def pretrain_bedroom128():
     return _pretrain(bedroom128_autoenc(), '120M', bedroom128_autoenc())
 
 
+def pretrain_shapes32():
+    return _pretrain(shapes32_autoenc(), 'demo', shapes32_autoenc())
+
+
 def shapes32_autoenc():
     """The built-in demo: a small Diff-AE on 32x32 coloured shapes
     (dataset generated on first use), trainable on 2 CPU cores in minutes."""
     conf = autoenc_base()
     conf.data_name = 'shapes'
     conf.img_size = 32
-    conf.net_ch = 64
+    conf.net_ch = 32
     conf.net_ch_mult = (1, 2, 2)
     conf.net_enc_channel_mult = (1, 2, 2, 2)
     conf.net_attn = (8, )
@@ -314,9 +318,9 @@ def shapes32_autoenc():
     conf.fp16 = False
     conf.precision = 'bf16-mixed'
     conf.num_workers = 1
-    conf.total_samples = 32 * 1200
+    conf.total_samples = 32 * 1400
     conf.sample_size = 16
-    conf.sample_every_samples = 32 * 400
+    conf.sample_every_samples = 32 * 350
     conf.save_every_samples = 32 * 200
     conf.eval_every_samples = 0
     conf.eval_ema_every_samples = 0
@@ -335,7 +339,7 @@ TEMPLATES = [
     'bedroom128_ddpm', 'bedroom128_autoenc', 'pretrain_celeba64d2c_72M',
     'pretrain_ffhq128_autoenc72M', 'pretrain_ffhq128_autoenc130M',
     'pretrain_ffhq256_autoenc', 'pretrain_horse128', 'pretrain_bedroom128',
-    'shapes32_autoenc'
+    'shapes32_autoenc', 'pretrain_shapes32'
 ]
 
 __all__ = TEMPLATES + list(_LAZY) + [

@@ -5,7 +5,7 @@
 import templates
 from choices import ManipulateMode, TrainMode
 from config import PretrainConfig
-from templates import ffhq128_autoenc_130M, ffhq256_autoenc
+from templates import ffhq128_autoenc_130M, ffhq256_autoenc, shapes32_autoenc
 
 
 def __getattr__(name):
@@ -44,6 +44,18 @@ def ffhq256_autoenc_cls():
     return conf
 
 
-CLS_TEMPLATES = ['ffhq128_autoenc_cls', 'ffhq256_autoenc_cls']
+def shapes32_autoenc_cls():
+    """The demo's attribute classifier, on the shapes' 11 labels."""
+    conf = _classifier_of(shapes32_autoenc(), shapes32_autoenc(), 'demo')
+    conf.manipulate_mode = ManipulateMode.shapes_all
+    conf.batch_size = 64
+    conf.total_samples = 64 * 600
+    conf.ema_decay = 0.99
+    conf.name = 'shapes32_autoenc_cls'
+    return conf
+
+
+CLS_TEMPLATES = ['ffhq128_autoenc_cls', 'ffhq256_autoenc_cls',
+                 'shapes32_autoenc_cls']
 
 __all__ = list(templates.__all__) + CLS_TEMPLATES + ['ClsModel', 'train_cls']

@@ -10,7 +10,7 @@ from config import PretrainConfig, TrainConfig
 from model import LatentNetType
 from templates import (pretrain_bedroom128, pretrain_celeba64d2c_72M,
                        pretrain_ffhq128_autoenc130M, pretrain_ffhq256_autoenc,
-                       pretrain_horse128)
+                       pretrain_horse128, pretrain_shapes32)
 
 
 def __getattr__(name):
@@ -168,13 +168,38 @@ def celeba64d2c_autoenc_latent():
     return conf
 
 
+def shapes32_autoenc_latent():
+    """The demo's latent DPM (a smaller MLP, a few minutes on a CPU)."""
+    conf = pretrain_shapes32()
+    conf = latent_diffusion_config(conf)
+    conf = latent_mlp_2048_norm_10layers(conf)
+    conf = adamw_weight_decay(conf)
+    conf.net_latent_num_hid_channels = 512
+    conf.net_latent_layers = 6
+    conf.net_latent_skip_layers = list(range(1, conf.net_latent_layers))
+    conf.latent_loss_type = LossType.l1
+    conf.latent_beta_scheduler = 'const0.008'
+    conf.latent_T_eval = 50
+    conf.batch_size = 256
+    conf.batch_size_eval = 32
+    conf.lr = 3e-4
+    conf.ema_decay = 0.995
+    conf.precision = '32-true'
+    conf.total_samples = 256 * 2500
+    conf.sample_every_samples = 256 * 1250
+    conf.save_every_samples = 256 * 500
+    conf.name = 'shapes32_autoenc_latent'
+    return conf
+
+
 LATENT_TEMPLATES = [
     'latent_diffusion_config', 'latent_diffusion128_config',
     'latent_mlp_2048_norm_10layers', 'latent_mlp_2048_norm_20layers',
     'latent_256_batch_size', 'latent_512_batch_size',
     'latent_2048_batch_size', 'adamw_weight_decay', 'ffhq128_autoenc_latent',
     'ffhq256_autoenc_latent', 'horse128_autoenc_latent',
-    'bedroom128_autoenc_latent', 'celeba64d2c_autoenc_latent'
+    'bedroom128_autoenc_latent', 'celeba64d2c_autoenc_latent',
+    'shapes32_autoenc_latent'
 ]
 
 __all__ = list(templates.__all__) + LATENT_TEMPLATES

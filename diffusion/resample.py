@@ -12,10 +12,11 @@ class ScheduleSampler(ABC):
     def weights(self) -> torch.Tensor:
         """Unnormalised, positive weight of each timestep."""
 
-    def sample(self, batch_size, device):
+    def sample(self, batch_size, device, generator=None):
         w = self.weights().to(device=device, dtype=torch.float64)
         p = w / w.sum()
-        indices = torch.multinomial(p, batch_size, replacement=True)
+        indices = torch.multinomial(p, batch_size, replacement=True,
+                                    generator=generator)
         weights = (1 / (len(p) * p[indices])).float()
         return indices, weights
 
@@ -28,10 +29,10 @@ class UniformSampler(ScheduleSampler):
     def weights(self):
         return self._weights
 
-    def sample(self, batch_size, device):
+    def sample(self, batch_size, device, generator=None):
         # drawn on the target device with torch's RNG: no host copy per step
         t = torch.randint(0, self.num_timesteps, (batch_size, ),
-                          device=device)
+                          device=device, generator=generator)
         return t, torch.ones(batch_size, device=device)
 
 

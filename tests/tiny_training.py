@@ -1,0 +1,86 @@
+"""A tiny training run, as a script for the tests that kill or restart a
+process: ``python tests/tiny_training.py <workdir> <shapes.lmdb> <steps>
+[--slow-save-after N]``.
+
+Writes one JSON line per optimizer step (step, loss) to
+<workdir>/losses.jsonl and saves a checkpoint every step."""
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+
+from conftest import conf_from_recipe, golden_dirs, load_recipe  # noqa
+
+
+def tiny_shapes_conf(workdir, lmdb_path):
+    path = [p for p in golden_dirs() if p.name == 'tiny_autoenc'][0]
+    conf = conf_from_recipe(load_recipe(path)['recipe'])
+    conf.data_name = 'shapes'
+    conf.data_dir = lmdb_path
+    conf.base_dir = os.path.join(workdir, 'checkpoints')
+    conf.num_workers = 0
+    conf.batch_size = 4
+    conf.batch_size_eval = 4
+    conf.sample_every_samples = 0
+    conf.save_every_samples = 4
+    conf.lr = 1e-3
+    conf.seed = 3
+    return conf
+
+
+class LossLog(pl.Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps({'step': trainer.global_step,
+                                'loss': float(outputs['loss'])}) + '\n')
+
+
+class SlowSave(pl.Callback):
+    """Makes checkpoint writes after the first ``after`` ones hang halfway
+    (to kill the process in the middle of a save)."""
+
+    def __init__(self, after):
+        import fsspec.implementations.local as local
+        real_write = local.LocalFileOpener.write
+        count = {'n': 0}
+
+        def write(self_, data):
+            if not str(self_.path).endswith('.ckpt'):
+                return real_write(self_, data)
+            count['n'] += 1
+            if count['n'] > after:
+                real_write(self_, data[:len(data) // 2])
+                self_.flush()
+                print('SLOW-SAVE', flush=True)
+                time.sleep(600)
+            return real_write(self_, data)
+
+        local.LocalFileOpener.write = write
+
+
+def main():
+    workdir, lmdb_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    callbacks = [LossLog(os.path.join(workdir, 'losses.jsonl'))]
+    if '--slow-save-after' in sys.argv:
+        callbacks.append(SlowSave(int(sys.argv[sys.argv.index(
+            '--slow-save-after') + 1])))
+    from experiment import train
+    conf = tiny_shapes_conf(workdir, lmdb_path)
+    conf.total_samples = conf.batch_size * steps
+    torch.set_num_threads(1)
+    train(conf, gpus=[0], callbacks=callbacks, enable_progress_bar=False,
+          enable_model_summary=False)
+
+
+if __name__ == '__main__':
+    main()
