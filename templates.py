@@ -299,28 +299,33 @@ def pretrain_shapes32():
 
 
 def shapes32_autoenc():
-    """The built-in demo: a small Diff-AE on 32x32 coloured shapes
-    (dataset generated on first use), trainable on 2 CPU cores in minutes."""
+    """The built-in demo: a small Diff-AE on 32x32 coloured shapes (dataset
+    generated on first use), trained in about 10 minutes on 2 CPU cores in
+    bf16. The cosine schedule and a high learning rate make the most of
+    the few thousand steps such a budget allows."""
     conf = autoenc_base()
     conf.data_name = 'shapes'
     conf.img_size = 32
     conf.net_ch = 32
     conf.net_ch_mult = (1, 2, 2)
     conf.net_enc_channel_mult = (1, 2, 2, 2)
+    conf.net_num_res_blocks = 1
+    conf.net_enc_num_res_blocks = 1
     conf.net_attn = (8, )
     conf.style_ch = 128
     conf.net_beatgans_embed_channels = 128
+    conf.beta_scheduler = 'cosine'
     conf.dropout = 0
     conf.batch_size = 32
     conf.batch_size_eval = 32
-    conf.lr = 2e-4
+    conf.lr = 1e-3
     conf.ema_decay = 0.995
     conf.fp16 = False
     conf.precision = 'bf16-mixed'
     conf.num_workers = 1
-    conf.total_samples = 32 * 1400
+    conf.total_samples = 32 * 2400
     conf.sample_size = 16
-    conf.sample_every_samples = 32 * 350
+    conf.sample_every_samples = 32 * 600
     conf.save_every_samples = 32 * 200
     conf.eval_every_samples = 0
     conf.eval_ema_every_samples = 0

@@ -10,7 +10,9 @@ TFLOP/s and its fraction of a matmul peak measured in the same run; peak
 memory. Timings are min / median / max over --repeats.
 
 Modes:
-  fp32   eager float32, NCHW: what the reference computes on a CPU
+  fp32   the reference's computation: eager float32, NCHW, einsum
+         attention, per-key EMA loop, schedule coefficients copied from
+         numpy at every step
   bf16   bf16 autocast (GroupNorm and softmax stay float32 inside),
          channels_last, fused foreach EMA, inference_mode for sampling
   fp16   (CUDA only) float16 autocast + GradScaler-free timing, the
@@ -25,14 +27,57 @@ import sys
 import time
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import model.blocks as blocks  # noqa: E402
 import templates_latent  # noqa: E402
 from experiment import LitModel, ema_update  # noqa: E402
+
+
+def legacy_attention(qkv, n_heads, new_order=False):
+    """The reference's QKVAttentionLegacy (einsum, fp32 softmax)."""
+    import math
+    bs, width, length = qkv.shape
+    ch = width // (3 * n_heads)
+    q, k, v = qkv.reshape(bs * n_heads, ch * 3, length).split(ch, dim=1)
+    scale = 1 / math.sqrt(math.sqrt(ch))
+    w = torch.einsum('bct,bcs->bts', q * scale, k * scale)
+    w = torch.softmax(w.float(), dim=-1).type(w.dtype)
+    return torch.einsum('bts,bcs->bct', w, v).reshape(bs, -1, length)
+
+
+def reference_ema(source, target, decay):
+    """The reference's EMA: a Python loop over state-dict keys."""
+    src, tgt = source.state_dict(), target.state_dict()
+    for key in src:
+        tgt[key].data.copy_(tgt[key].data * decay + src[key].data *
+                            (1 - decay))
+
+
+def reference_extract(sampler):
+    """Schedule lookups as the reference: numpy -> device every call."""
+    def extract(name, t, x):
+        arr = getattr(sampler, name)
+        if name == 'timestep_map':
+            arr = np.asarray(arr)
+        v = torch.from_numpy(arr).to(device=t.device)[t].float()
+        return v.reshape(-1, *([1] * (x.dim() - 1)))
+    sampler._extract = extract
+    real_scale = sampler._scale_timesteps
+
+    def scale(t):
+        torch.tensor(sampler.timestep_map, device=t.device)
+        return real_scale(t)
+    sampler._scale_timesteps = scale
+    return sampler
+
+
+_SDPA_ATTENTION = blocks.qkv_attention
 
 
 def parse_args(argv=None):
@@ -108,8 +153,12 @@ def bench_mode(args, mode, device):
     conf.batch_size = args.batch
     conf.latent_infer_path = None
     fast = mode != 'fp32'
+    blocks.qkv_attention = (_SDPA_ATTENTION if fast else legacy_attention)
+    ema = ema_update if fast else reference_ema
     torch.manual_seed(0)
     lit = LitModel(conf).to(device)
+    if not fast:
+        reference_extract(lit.sampler)
     memory_format = (torch.channels_last if fast and not args.no_channels_last
                      else torch.contiguous_format)
     lit.model.to(memory_format=memory_format)
@@ -137,13 +186,15 @@ def bench_mode(args, mode, device):
                                            foreach=True)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            ema_update(lit.model, lit.ema_model, conf.ema_decay)
+            ema(lit.model, lit.ema_model, conf.ema_decay)
 
     if 'train' not in skip:
         times = timed(train_step, device, args.repeats, args.warmup)
         out['train'] = stats(times, args.batch * args.steps)
 
     sampler = conf._make_diffusion_conf(args.T).make_sampler()
+    if not fast:
+        reference_extract(sampler)
     ema = lit.ema_model
     grad_ctx = torch.inference_mode if fast else torch.no_grad
     with grad_ctx():

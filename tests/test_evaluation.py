@@ -122,3 +122,57 @@ def test_manipulation_amount_zero_is_the_reconstruction():
         [0.3 * math.sqrt(cond.shape[1])] * 2, rel=1e-4)
     assert (lit.render(xT, moved, T=10) -
             lit.render(xT, cond, T=10)).abs().max() > 1e-3
+
+
+def _lit_due_for_eval(tmp_path, monkeypatch):
+    from experiment import LitModel
+    lit, io = tiny_lit()
+    lit.conf.base_dir = str(tmp_path)
+    lit.conf.eval_num_images = 4
+    lit.conf.batch_size_eval = 2
+    lit.conf.eval_every_samples = lit.conf.eval_ema_every_samples = 8
+    lit.conf.work_cache_dir = str(tmp_path / 'cache')
+    monkeypatch.setattr(LitModel, 'num_samples', property(lambda self: 8))
+    data = [{'img': x, 'index': i} for i, x in
+            enumerate(torch.cat([io['x_start']] * 2))]
+    lit.train_data = lit.val_data = data
+    lit.eval_sampler = lit.conf._make_diffusion_conf(2).make_sampler()
+    return lit
+
+
+def test_periodic_eval_skips_with_one_warning_without_weights(
+        tmp_path, monkeypatch):
+    import warnings
+    import metrics
+    lit = _lit_due_for_eval(tmp_path, monkeypatch)
+    monkeypatch.setattr(metrics, 'missing_weights',
+                        lambda conf: 'weights x not found')
+    monkeypatch.setattr(evaluation, '_warned_no_weights', False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        evaluation.evaluate_during_training(lit)
+        evaluation.evaluate_during_training(lit)
+    msgs = [str(x.message) for x in w if 'FID' in str(x.message)]
+    assert len(msgs) == 1 and 'weights x not found' in msgs[0]
+    assert not (tmp_path / lit.conf.name / 'eval.txt').exists()
+
+
+def test_periodic_eval_runs_fid_and_lpips_when_weights_exist(
+        tmp_path, monkeypatch):
+    import metrics
+    lit = _lit_due_for_eval(tmp_path, monkeypatch)
+    monkeypatch.setattr(metrics, 'missing_weights', lambda conf: '')
+    real_fid = metrics.load_fid_inception
+    real_lpips = metrics.load_lpips
+    monkeypatch.setattr(
+        metrics, 'load_fid_inception',
+        lambda *a, **k: real_fid(random_init=True, device=k.get('device')))
+    monkeypatch.setattr(
+        metrics, 'load_lpips',
+        lambda *a, **k: real_lpips(random_init=True, device=k.get('device')))
+    evaluation.evaluate_during_training(lit)
+    lines = (tmp_path / lit.conf.name / 'eval.txt').read_text().splitlines()
+    import json
+    keys = [set(json.loads(line)) for line in lines]
+    assert {'FID', 'num_samples'} in keys
+    assert {'FID_ema', 'num_samples'} in keys

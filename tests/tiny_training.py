@@ -1,6 +1,6 @@
 """A tiny training run, as a script for the tests that kill or restart a
-process: ``python tests/tiny_training.py <workdir> <shapes.lmdb> <steps>
-[--slow-save-after N]``.
+process or run several: ``python tests/tiny_training.py <workdir>
+<shapes.lmdb> <steps> [--slow-save-after N] [--ddp N [--infer]]``.
 
 Writes one JSON line per optimizer step (step, loss) to
 <workdir>/losses.jsonl and saves a checkpoint every step."""
@@ -45,6 +45,23 @@ class LossLog(pl.Callback):
                                 'loss': float(outputs['loss'])}) + '\n')
 
 
+class BatchLog(pl.Callback):
+    """Records what each process trains on (rank, world size, local
+    batch)."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        path = os.path.join(self.workdir, f'batches{trainer.global_rank}'
+                            '.jsonl')
+        with open(path, 'a') as f:
+            f.write(json.dumps({'rank': trainer.global_rank,
+                                'world': trainer.world_size,
+                                'local_batch': len(batch['img']),
+                                'index': batch['index'].tolist()}) + '\n')
+
+
 class SlowSave(pl.Callback):
     """Makes checkpoint writes after the first ``after`` ones hang halfway
     (to kill the process in the middle of a save)."""
@@ -78,8 +95,19 @@ def main():
     conf = tiny_shapes_conf(workdir, lmdb_path)
     conf.total_samples = conf.batch_size * steps
     torch.set_num_threads(1)
-    train(conf, gpus=[0], callbacks=callbacks, enable_progress_bar=False,
-          enable_model_summary=False)
+    kwargs = dict(enable_progress_bar=False, enable_model_summary=False)
+    if '--ddp' in sys.argv:
+        n = int(sys.argv[sys.argv.index('--ddp') + 1])
+        callbacks.append(BatchLog(workdir))
+        if '--infer' in sys.argv:
+            conf.eval_programs = ['infer']
+            conf.batch_size_eval = 3
+            train(conf, gpus=n, accelerator='cpu', mode='eval', **kwargs)
+        else:
+            train(conf, gpus=n, accelerator='cpu', callbacks=callbacks,
+                  **kwargs)
+        return
+    train(conf, gpus=[0], callbacks=callbacks, **kwargs)
 
 
 if __name__ == '__main__':

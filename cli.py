@@ -1,0 +1,205 @@
+"""Use a trained DiffAE from the command line; every result is a PNG grid.
+
+    python cli.py autoencode  --template ffhq256_autoenc imgs_align/*.png
+    python cli.py interpolate --template ffhq256_autoenc a.png b.png
+    python cli.py manipulate  --template ffhq256_autoenc \\
+        --cls-template ffhq256_autoenc_cls --attribute Wavy_Hair \\
+        --amount 0.3 face.png
+    python cli.py sample      --template ffhq128_autoenc_latent -n 8
+
+The checkpoint is ``checkpoints/<template name>/last.ckpt`` unless --ckpt
+says otherwise. Input images are resized and center-cropped to the
+template's size (align faces first for the FFHQ models: align.py in the
+official repository).
+"""
+import argparse
+import os
+import sys
+
+import torch
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
+import renderer
+
+
+def load_template(name):
+    import templates_cls
+    import templates_latent
+    for module in (templates_latent, templates_cls):
+        if hasattr(module, name) and callable(getattr(module, name)):
+            return getattr(module, name)()
+    raise SystemExit(f'unknown template {name!r} (see templates*.py)')
+
+
+def load_model(args):
+    from experiment import LitModel
+    conf = load_template(args.template)
+    if args.latent_infer_path:
+        conf.latent_infer_path = args.latent_infer_path
+    conf.pretrain = None  # the checkpoint below holds every weight
+    path = args.ckpt or os.path.join(conf.logdir, 'last.ckpt')
+    model = LitModel.from_checkpoint(conf, path)
+    return model.to(args.device)
+
+
+def load_images(paths, size):
+    """Images in [-1, 1], resized and center-cropped to ``size``."""
+    from PIL import Image
+    from torchvision import transforms
+    from dataset_util import to_rgb
+    tf = transforms.Compose([
+        transforms.Resize(size),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ])
+    out = []
+    for p in paths:
+        if not os.path.isfile(p):
+            raise SystemExit(f'image not found: {p}')
+        try:
+            img = to_rgb(Image.open(p))
+        except Exception as e:  # noqa: BLE001 (report which file)
+            raise SystemExit(f'cannot read image {p}: {e}')
+        out.append(tf(img))
+    return torch.stack(out)
+
+
+def save_grid(rows, path, nrow):
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    save_image(make_grid(torch.cat(rows).clamp(0, 1), nrow=nrow, padding=2),
+               path)
+    print(f'wrote {path}')
+
+
+@torch.no_grad()
+def autoencode(args):
+    """Per image: input, reconstruction from the inverted x_T and from a
+    random x_T."""
+    model = load_model(args)
+    x = load_images(args.images, model.conf.img_size).to(args.device)
+    rows = [[], [], []]
+    for i in tqdm(range(len(x)), desc='autoencode'):
+        xi = x[i:i + 1]
+        cond = model.encode(xi)
+        xT = model.encode_stochastic(xi, cond, T=args.T_inv)
+        rows[0].append((xi + 1) / 2)
+        rows[1].append(model.render(xT, cond, T=args.T))
+        rows[2].append(model.render(torch.randn_like(xT), cond, T=args.T))
+    save_grid([torch.cat(r) for r in rows],
+              os.path.join(args.out, 'autoencode.png'), nrow=len(x))
+
+
+@torch.no_grad()
+def interpolate(args):
+    model = load_model(args)
+    x = load_images(args.images, model.conf.img_size).to(args.device)
+    if len(x) != 2:
+        raise SystemExit('interpolate takes exactly two images')
+    cond = model.encode(x)
+    xT = model.encode_stochastic(x, cond, T=args.T_inv, progress=True)
+    alphas = torch.linspace(0, 1, args.steps).tolist()
+    imgs = renderer.interpolate(model.ema_model, model._sampler(args.T),
+                                cond[:1], xT[:1], cond[1:], xT[1:], alphas,
+                                progress=True)
+    save_grid([(imgs + 1) / 2], os.path.join(args.out, 'interpolate.png'),
+              nrow=len(alphas))
+
+
+@torch.no_grad()
+def manipulate(args):
+    from experiment_classifier import ClsModel
+    import checkpoint_io
+    model = load_model(args)
+    cls_conf = load_template(args.cls_template)
+    cls_conf.pretrain = None
+    cls = ClsModel(cls_conf)
+    path = args.cls_ckpt or os.path.join(cls_conf.logdir, 'last.ckpt')
+    cls.load_state_dict(checkpoint_io.load_checkpoint(path)['state_dict'])
+    cls.to(args.device)
+    direction = cls.direction(args.attribute)
+    x = load_images(args.images, model.conf.img_size).to(args.device)
+    rows = [(x + 1) / 2, [], []]
+    for i in tqdm(range(len(x)), desc='manipulate'):
+        xi = x[i:i + 1]
+        cond = model.encode(xi)
+        xT = model.encode_stochastic(xi, cond, T=args.T_inv)
+        moved = renderer.manipulate_cond(cond, direction, args.amount,
+                                         cls.normalize, cls.denormalize)
+        rows[1].append(model.render(xT, cond, T=args.T))
+        rows[2].append(model.render(xT, moved, T=args.T))
+    save_grid([rows[0], torch.cat(rows[1]), torch.cat(rows[2])],
+              os.path.join(args.out,
+                           f'manipulate_{args.attribute}_{args.amount}.png'),
+              nrow=len(x))
+
+
+@torch.no_grad()
+def sample(args):
+    model = load_model(args)
+    torch.manual_seed(args.seed)
+    imgs = model.sample(args.n, device=args.device, T=args.T,
+                        T_latent=args.T_latent, progress=True)
+    save_grid([imgs], os.path.join(args.out, 'sample.png'),
+              nrow=min(8, args.n))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest='command', required=True)
+
+    def common(sp):
+        sp.add_argument('--template', required=True,
+                        help='template function, e.g. ffhq256_autoenc')
+        sp.add_argument('--ckpt', default=None,
+                        help='checkpoint (default checkpoints/<name>/'
+                        'last.ckpt)')
+        sp.add_argument('--latent-infer-path', default=None,
+                        help="latent.pkl of a latent template's autoencoder")
+        sp.add_argument('--out', default='outputs/cli')
+        sp.add_argument('--T', type=int, default=20,
+                        help='DDIM steps for rendering')
+        sp.add_argument('--T-inv', type=int, default=100,
+                        help='DDIM steps for encoding x_T')
+        sp.add_argument('--device', default='cuda'
+                        if torch.cuda.is_available() else 'cpu')
+
+    sp = sub.add_parser('autoencode', help='reconstruct images')
+    common(sp)
+    sp.add_argument('images', nargs='+')
+    sp.set_defaults(fn=autoencode)
+
+    sp = sub.add_parser('interpolate', help='interpolate two images')
+    common(sp)
+    sp.add_argument('images', nargs=2)
+    sp.add_argument('--steps', type=int, default=7)
+    sp.set_defaults(fn=interpolate)
+
+    sp = sub.add_parser('manipulate', help='move along an attribute')
+    common(sp)
+    sp.add_argument('images', nargs='+')
+    sp.add_argument('--cls-template', required=True,
+                    help='classifier template, e.g. ffhq256_autoenc_cls')
+    sp.add_argument('--cls-ckpt', default=None)
+    sp.add_argument('--attribute', required=True)
+    sp.add_argument('--amount', type=float, default=0.3)
+    sp.set_defaults(fn=manipulate)
+
+    sp = sub.add_parser('sample', help='unconditional samples')
+    common(sp)
+    sp.add_argument('-n', type=int, default=8)
+    sp.add_argument('--T-latent', type=int, default=20)
+    sp.add_argument('--seed', type=int, default=0)
+    sp.set_defaults(fn=sample)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
