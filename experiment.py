@@ -329,7 +329,12 @@ class LitModel(pl.LightningModule):
         losses = sampler.training_losses(model=model, x_start=x_start, t=t,
                                          noise=noise)
         loss = losses['loss'].mean()
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together (else the others would hang)
+            finite = self.trainer.strategy.reduce_boolean_decision(finite,
+                                                                   all=True)
+        if not finite:
             raise FloatingPointError(
                 f'training loss is {loss.item()} at step {self.global_step} '
                 f'({self.num_samples} samples); stopping. The last good '
