@@ -28,6 +28,7 @@ _LAZY = {
     'CelebHQAttrDataset': 'dataset',
     'SubsetDataset': 'dataset',
     'ShapesDataset': 'dataset',
+    'ShapesAttrDataset': 'dataset',
 }
 
 
