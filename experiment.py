@@ -26,6 +26,9 @@ from choices import OptimizerType, TrainMode
 from config import TrainConfig
 from dist_utils import get_world_size
 
+# the EMA copy is in eval mode on purpose
+warnings.filterwarnings('ignore', message='.*module\\(s\\) in eval mode.*')
+
 
 class LitModel(pl.LightningModule):
     """A DiffAE (or DDIM) model with its EMA copy, samplers and training
@@ -629,8 +632,12 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     model = LitModel(conf)
     os.makedirs(conf.logdir, exist_ok=True)
     every = max(1, conf.save_every_samples // conf.batch_size_effective)
+    # no version counter: last.ckpt is always overwritten (atomically), also
+    # after the run folder moved (else Lightning writes last-v1.ckpt and the
+    # next rerun would resume from the stale last.ckpt)
     checkpoint = ModelCheckpoint(dirpath=conf.logdir, save_last=True,
-                                 save_top_k=1, every_n_train_steps=every)
+                                 save_top_k=1, every_n_train_steps=every,
+                                 enable_version_counter=False)
     checkpoint_path = os.path.join(conf.logdir, 'last.ckpt')
     resume = None
     if os.path.exists(checkpoint_path):

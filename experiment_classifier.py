@@ -234,7 +234,7 @@ def train_cls(conf: TrainConfig, gpus, precision: Optional[str] = None,
     model = ClsModel(conf)
     os.makedirs(conf.logdir, exist_ok=True)
     checkpoint = ModelCheckpoint(dirpath=conf.logdir, save_last=True,
-                                 save_top_k=1)
+                                 save_top_k=1, enable_version_counter=False)
     checkpoint_path = os.path.join(conf.logdir, 'last.ckpt')
     resume = checkpoint_path if os.path.exists(checkpoint_path) else None
     trainer = pl.Trainer(

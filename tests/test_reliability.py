@@ -235,3 +235,19 @@ def test_train_eval_rejects_a_typo_before_any_work(tmp_path):
     with pytest.raises(ValueError, match='fid\\(10,10'):
         train(conf, gpus=[0], mode='eval')
     assert not os.listdir(tmp_path)
+
+
+def test_rerun_in_a_moved_run_folder_updates_last_ckpt(tmp_path,
+                                                       shapes_lmdb):
+    """Copy a run elsewhere and continue it there: last.ckpt itself must
+    advance (not a last-v1.ckpt beside a stale last.ckpt)."""
+    import shutil
+
+    import checkpoint_io
+    run(tmp_path / 'a', shapes_lmdb, 2)
+    shutil.copytree(tmp_path / 'a', tmp_path / 'b')
+    run(tmp_path / 'b', shapes_lmdb, 4)
+    assert checkpoint_io.load_checkpoint(ckpt_path(tmp_path / 'b'))[
+        'global_step'] == 4
+    folder = os.path.dirname(ckpt_path(tmp_path / 'b'))
+    assert not [f for f in os.listdir(folder) if f.startswith('last-')]
