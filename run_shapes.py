@@ -44,7 +44,7 @@ def parse_args(argv=None):
                    help='path of the shapes LMDB (default datasets/)')
     p.add_argument('--T', type=int, default=50,
                    help='DDIM steps for encoding/rendering the results')
-    p.add_argument('--attribute', default='light_background',
+    p.add_argument('--attribute', default='large',
                    help='attribute to manipulate (see ShapesAttrDataset)')
     return p.parse_args(argv)
 
