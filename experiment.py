@@ -559,7 +559,7 @@ def is_time(num_samples, every, step_size):
     return num_samples - closest < step_size
 
 
-def resolve_devices(gpus, nodes: int = 1, accelerator: Optional[str] = None):
+def resolve_devices(gpus, accelerator: Optional[str] = None):
     """(accelerator, devices) for ``gpus`` on this machine."""
     if isinstance(gpus, int):
         gpus = list(range(gpus))
@@ -616,7 +616,7 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
                           f'process instead of gpus={gpus} (pass '
                           f"accelerator='cpu' for {n_asked} CPU processes)")
         gpus = [0]
-    accelerator, devices = resolve_devices(gpus, nodes, accelerator)
+    accelerator, devices = resolve_devices(gpus, accelerator)
     n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
     if conf.batch_size % n_proc:
         raise ValueError(

@@ -230,7 +230,7 @@ def train_cls(conf: TrainConfig, gpus, precision: Optional[str] = None,
     print('conf:', conf.name)
     if accelerator is None and not torch.cuda.is_available():
         gpus = [0]
-    accelerator, devices = resolve_devices(gpus, 1, accelerator)
+    accelerator, devices = resolve_devices(gpus, accelerator)
     model = ClsModel(conf)
     os.makedirs(conf.logdir, exist_ok=True)
     checkpoint = ModelCheckpoint(dirpath=conf.logdir, save_last=True,

@@ -21,19 +21,13 @@ def shapes_lmdb(tmp_path_factory):
     return str(path)
 
 
-def shapes_conf(tmp_path, shapes_lmdb, name='tiny_autoenc'):
-    conf = tiny(name)
-    conf.data_name = 'shapes'
-    conf.data_dir = shapes_lmdb
-    conf.base_dir = str(tmp_path / 'checkpoints')
-    conf.num_workers = 0
-    conf.batch_size = 4
-    conf.batch_size_eval = 4
+def shapes_conf(tmp_path, shapes_lmdb):
+    """The tiny autoencoder on the shapes data (see tiny_training.py)."""
+    from tiny_training import tiny_shapes_conf
+    conf = tiny_shapes_conf(str(tmp_path), shapes_lmdb)
     conf.sample_size = 4
-    conf.sample_every_samples = 0
     conf.save_every_samples = 8
     conf.ema_decay = 0.9
-    conf.lr = 1e-3
     conf.T_eval = 2
     return conf
 
