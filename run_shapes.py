@@ -157,16 +157,21 @@ def report(args, summary):
         'mean_attribute_score_by_amount': score,
     }
 
-    # linear probe of z_sem: trained encoder vs a random one
+    # linear probe of z_sem: the trained encoder vs the same architecture
+    # at random initialisation (three draws: random conv features are a
+    # strong baseline, and vary with the draw)
     state = checkpoint_io.load_checkpoint(lat_conf.latent_infer_path)
     names = D.ShapesAttrDataset.id_to_cls
-    trained = evaluation.linear_probe(state['conds'], data.labels, names)
-    rand_model = shapes32_autoenc().make_model_conf().make_model().eval()
+    summary['probe_auroc_trained_encoder'] = evaluation.linear_probe(
+        state['conds'], data.labels, names)
     loader = torch.utils.data.DataLoader(data, batch_size=250)
-    rand = torch.cat([rand_model.encoder(b['img']) for b in loader])
-    random_enc = evaluation.linear_probe(rand, data.labels, names)
-    summary['probe_auroc_trained_encoder'] = trained
-    summary['probe_auroc_random_encoder'] = random_enc
+    random_enc = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = lit.conf.make_model_conf().make_model().eval()
+        z = torch.cat([model.encoder(b['img']) for b in loader])
+        random_enc.append(evaluation.linear_probe(z, data.labels, names))
+    summary['probe_auroc_random_encoders'] = random_enc
     with open(f'{args.out}/summary.json', 'w') as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -53,6 +53,39 @@ def test_linear_probe_finds_linear_attributes_only():
     out = evaluation.linear_probe(z, labels, ['linear', 'noise'])
     assert out['linear'] > 0.97
     assert 0.35 < out['noise'] < 0.65
+    assert set(out['weight_decay']) == {'linear', 'noise'}
+
+
+def test_linear_probe_attributes_are_independent_probes():
+    # each attribute's probe (and its chosen L2 strength) is the same
+    # whether it is fitted alone or beside others
+    torch.manual_seed(0)
+    z = torch.randn(500, 6)
+    a = (z[:, 0] - z[:, 2] + 0.5 * torch.randn(500) > 0).long() * 2 - 1
+    b = (z[:, 3] + 2 * torch.randn(500) > 0).long() * 2 - 1
+    both = evaluation.linear_probe(z, torch.stack([a, b], 1), ['a', 'b'])
+    alone = evaluation.linear_probe(z, a[:, None], ['a'])
+    assert both['a'] == pytest.approx(alone['a'], abs=1e-6)
+    assert both['weight_decay']['a'] == alone['weight_decay']['a']
+
+
+def test_linear_probe_never_lets_held_out_rows_choose():
+    # the L2 strength is cross-validated on the training rows: scrambling
+    # the held-out labels changes the reported AUROC, never the choice
+    torch.manual_seed(0)
+    n, dims = 300, 40
+    z = torch.randn(n, dims)
+    y = (z[:, 0] + torch.randn(n) > 0).long() * 2 - 1
+    out = evaluation.linear_probe(z, y[:, None], ['y'])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    held = perm[int(n * 0.8):]
+    y2 = y.clone()
+    y2[held] = -y2[held]
+    out2 = evaluation.linear_probe(z, y2[:, None], ['y'])
+    assert out2['weight_decay'] == out['weight_decay']
+    assert out2['y'] == pytest.approx(1 - out['y'])
+    # 240 rows, 40 dims, one informative: some regularisation wins
+    assert out['weight_decay']['y'] > 0
 
 
 def test_slerp_endpoints_and_norm():
