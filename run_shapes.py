@@ -16,6 +16,7 @@ stages. ``--quick`` runs a few steps of each (a smoke test).
 import argparse
 import json
 import os
+import shutil
 import time
 
 import torch
@@ -44,6 +45,10 @@ def parse_args(argv=None):
                    help='path of the shapes LMDB (default datasets/)')
     p.add_argument('--T', type=int, default=50,
                    help='DDIM steps for encoding/rendering the results')
+    p.add_argument('--steps', type=int, default=None,
+                   help='autoencoder training steps (default: the '
+                   "template's 2400, about 9 minutes on 2 cores); a finished "
+                   'run continues from its checkpoint to the new count')
     p.add_argument('--attribute', default='large',
                    help='attribute to manipulate (see ShapesAttrDataset)')
     return p.parse_args(argv)
@@ -59,11 +64,27 @@ def configure(conf, args):
     if conf.latent_infer_path:
         conf.latent_infer_path = conf.latent_infer_path.replace(
             'checkpoints/', f'{args.base_dir}/', 1)
+    if args.steps and conf.name == 'shapes32_autoenc':
+        conf.total_samples = conf.batch_size * args.steps
     if args.quick:
         conf.total_samples = conf.batch_size * 4
         conf.sample_every_samples = conf.batch_size * 2
         conf.save_every_samples = conf.batch_size * 2
     return conf
+
+
+def set_aside_if_stale(logdir, source):
+    """A stage trained on an older ``source`` (latent.pkl re-inferred
+    after more autoencoder steps) would resume as finished: move its run
+    folder to ``<logdir>.old`` (replacing an earlier one) so it retrains."""
+    ckpt = os.path.join(logdir, 'last.ckpt')
+    if os.path.exists(ckpt) and \
+            os.path.getmtime(ckpt) < os.path.getmtime(source):
+        old = logdir.rstrip('/') + '.old'
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(logdir, old)
+        print(f"'{source}' is newer than '{ckpt}': moved that run to "
+              f"'{old}' and training it again")
 
 
 def train_stages(args):
@@ -81,10 +102,12 @@ def train_stages(args):
     t_infer = time.time() - t0 - t_ae
 
     lat = configure(shapes32_autoenc_latent(), args)
+    set_aside_if_stale(lat.logdir, latent_path)
     train(lat, gpus=[0])
     t_lat = time.time() - t0 - t_ae - t_infer
 
     cls = configure(shapes32_autoenc_cls(), args)
+    set_aside_if_stale(cls.logdir, latent_path)
     train_cls(cls, gpus=[0])
     t_cls = time.time() - t0 - t_ae - t_infer - t_lat
     return {'seconds_autoencoder': t_ae, 'seconds_infer': t_infer,

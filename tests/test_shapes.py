@@ -163,3 +163,24 @@ def test_config_shapes_dataset(tmp_path):
     ds = conf.make_dataset(num_images=10)
     assert isinstance(ds, D.ShapesDataset) and len(ds) == 10
     assert ds[9]['img'].shape == (3, 32, 32)
+
+
+def test_demo_retrains_stages_whose_latents_were_reinferred(tmp_path):
+    # after more autoencoder steps latent.pkl is re-inferred; the latent
+    # DPM / classifier runs trained on the old one must not resume as done
+    import run_shapes
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'last.ckpt').write_bytes(b'old')
+    latents = tmp_path / 'latent.pkl'
+    latents.write_bytes(b'z')
+    os.utime(run / 'last.ckpt', (1000, 1000))
+    os.utime(latents, (2000, 2000))
+    run_shapes.set_aside_if_stale(str(run), str(latents))
+    assert not run.exists()
+    assert (tmp_path / 'run.old' / 'last.ckpt').read_bytes() == b'old'
+    # a run newer than its latents stays where it is
+    run.mkdir()
+    (run / 'last.ckpt').write_bytes(b'new')
+    run_shapes.set_aside_if_stale(str(run), str(latents))
+    assert (run / 'last.ckpt').read_bytes() == b'new'
