@@ -356,28 +356,53 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, weight_decay: torch.Tensor,
 def linear_probe(latents: torch.Tensor, labels: torch.Tensor, names,
                  train_frac: float = 0.8, steps: int = 300,
                  weight_decays=PROBE_WEIGHT_DECAYS, folds: int = 3,
-                 seed: int = 0) -> Dict[str, float]:
+                 splits: int = 5, seed: int = 0) -> Dict:
     """The paper's attribute prediction from z_sem: one L2-regularised
     logistic-regression probe per attribute on the z-normalised latents.
 
-    A random ``train_frac`` of the rows (seeded) trains, the rest is held
-    out and gives the reported AUROC of each attribute (and their mean
-    under 'mean'). Each attribute's L2 strength is picked from
+    For each of ``splits`` random train/test splits (split k seeded with
+    ``seed + k``), ``train_frac`` of the rows train and the rest give the
+    held-out AUROC. Each attribute's L2 strength is picked from
     ``weight_decays`` by ``folds``-fold cross-validated AUROC on the
     training rows only, then the probe is refitted on all of them -- so
     two representations are compared each at its own best setting, and
-    the held-out rows never choose anything. The chosen strengths are
-    under 'weight_decay'."""
-    g = torch.Generator().manual_seed(seed)
+    the held-out rows never choose anything.
+
+    Returns each attribute's AUROC averaged over the splits, their
+    'mean', 'mean_by_split' (the spread of that mean over splits) and
+    the chosen strengths under 'weight_decay' (one list per attribute).
+    """
     n = len(latents)
-    perm = torch.randperm(n, generator=g)
-    tr, te = perm[:int(n * train_frac)], perm[int(n * train_frac):]
+    y = (labels > 0).double().reshape(n, -1)
+    per_split = []
+    for k in range(splits):
+        g = torch.Generator().manual_seed(seed + k)
+        perm = torch.randperm(n, generator=g)
+        cut = int(n * train_frac)
+        per_split.append(_probe_split(latents, y, perm[:cut], perm[cut:],
+                                      steps, weight_decays, folds))
+    out = {}
+    for i, name in enumerate(names):
+        vals = [a[i] for a, _ in per_split if a[i] == a[i]]
+        out[name] = sum(vals) / len(vals) if vals else float('nan')
+    valid = [v for v in out.values() if v == v]
+    out['mean'] = sum(valid) / len(valid)
+    out['mean_by_split'] = []
+    for aurocs, _ in per_split:
+        ok = [a for a in aurocs if a == a]
+        out['mean_by_split'].append(sum(ok) / len(ok))
+    out['weight_decay'] = {name: [wd[i] for _, wd in per_split]
+                           for i, name in enumerate(names)}
+    return out
+
+
+def _probe_split(latents, y, tr, te, steps, weight_decays, folds):
+    """Held-out AUROC of every attribute for one split, and the chosen L2
+    strengths (see :func:`linear_probe`)."""
     x = latents.double()
     mean, std = x[tr].mean(0), x[tr].std(0) + 1e-6
     x = (x - mean) / std
-    y = (labels > 0).double().reshape(n, -1)
     k = y.shape[1]
-
     # cross-validated AUROC of every (strength, attribute)
     val = torch.zeros(len(weight_decays), k, dtype=torch.float64)
     fold_of = torch.arange(len(tr)) % folds
@@ -396,10 +421,5 @@ def linear_probe(latents: torch.Tensor, labels: torch.Tensor, names,
     probe = _fit_logistic(x[tr], y[tr], chosen, steps)
     with torch.no_grad():
         scores = probe(x[te])
-    out = {name: auroc(scores[:, i], y[te, i]) for i, name in
-           enumerate(names)}
-    valid = [v for v in out.values() if v == v]
-    out['mean'] = sum(valid) / len(valid)
-    out['weight_decay'] = {name: chosen[i].item()
-                           for i, name in enumerate(names)}
-    return out
+    return ([auroc(scores[:, i], y[te, i]) for i in range(k)],
+            chosen.tolist())

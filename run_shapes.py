@@ -195,6 +195,9 @@ def report(args, summary):
         z = torch.cat([model.encoder(b['img']) for b in loader])
         random_enc.append(evaluation.linear_probe(z, data.labels, names))
     summary['probe_auroc_random_encoders'] = random_enc
+    summary['probe_mean_auroc'] = {
+        'trained_encoder': summary['probe_auroc_trained_encoder']['mean'],
+        'random_encoders': [r['mean'] for r in random_enc]}
     with open(f'{args.out}/summary.json', 'w') as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -76,16 +76,28 @@ def test_linear_probe_never_lets_held_out_rows_choose():
     n, dims = 300, 40
     z = torch.randn(n, dims)
     y = (z[:, 0] + torch.randn(n) > 0).long() * 2 - 1
-    out = evaluation.linear_probe(z, y[:, None], ['y'])
+    out = evaluation.linear_probe(z, y[:, None], ['y'], splits=1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     held = perm[int(n * 0.8):]
     y2 = y.clone()
     y2[held] = -y2[held]
-    out2 = evaluation.linear_probe(z, y2[:, None], ['y'])
+    out2 = evaluation.linear_probe(z, y2[:, None], ['y'], splits=1)
     assert out2['weight_decay'] == out['weight_decay']
     assert out2['y'] == pytest.approx(1 - out['y'])
     # 240 rows, 40 dims, one informative: some regularisation wins
-    assert out['weight_decay']['y'] > 0
+    assert out['weight_decay']['y'][0] > 0
+
+
+def test_linear_probe_averages_over_splits():
+    torch.manual_seed(0)
+    z = torch.randn(300, 5)
+    y = (z[:, 0] + torch.randn(300) > 0).long() * 2 - 1
+    out = evaluation.linear_probe(z, y[:, None], ['y'], splits=3)
+    alone = [evaluation.linear_probe(z, y[:, None], ['y'], splits=1,
+                                     seed=k)['y'] for k in range(3)]
+    assert out['mean_by_split'] == pytest.approx(alone)
+    assert out['y'] == pytest.approx(sum(alone) / 3)
+    assert len(set(alone)) == 3  # the splits differ
 
 
 def test_slerp_endpoints_and_norm():
