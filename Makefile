@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-long test lint bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): requirements.txt
 
 demo: $(STAMP)
 	$(PYTHON) run_shapes.py
+
+# the demo's autoencoder trained 4x longer (about 45 min on 2 cores; it
+# continues a finished `make demo`)
+demo-long: $(STAMP)
+	$(PYTHON) run_shapes.py --steps 9600
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
