@@ -124,12 +124,17 @@ def tiny_lit():
     return lit.eval(), torch.load(path / 'io.pt')
 
 
+def tiny_inverted():
+    """The tiny golden model, z_sem and inverted x_T (10 steps) of its
+    golden input images."""
+    lit, io = tiny_lit()
+    cond = lit.encode(io['x_start'])
+    return lit, cond, lit.encode_stochastic(io['x_start'], cond, T=10)
+
+
 @torch.no_grad()
 def test_interpolation_endpoints_reproduce_the_inputs():
-    lit, io = tiny_lit()
-    x = io['x_start']
-    cond = lit.encode(x)
-    xT = lit.encode_stochastic(x, cond, T=10)
+    lit, cond, xT = tiny_inverted()
     sampler = lit._sampler(10)
     out = renderer.interpolate(lit.ema_model, sampler, cond[:1], xT[:1],
                                cond[1:], xT[1:], [0.0, 0.5, 1.0])
@@ -141,10 +146,7 @@ def test_interpolation_endpoints_reproduce_the_inputs():
 
 @torch.no_grad()
 def test_manipulation_amount_zero_is_the_reconstruction():
-    lit, io = tiny_lit()
-    x = io['x_start']
-    cond = lit.encode(x)
-    xT = lit.encode_stochastic(x, cond, T=10)
+    lit, cond, xT = tiny_inverted()
     mean, std = cond.mean(0, keepdim=True), cond.std(0, keepdim=True) + 1
     direction = torch.randn(cond.shape[1])
 
