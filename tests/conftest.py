@@ -1,5 +1,9 @@
 """Shared helpers: where the golden fixtures are and how their recipes
-become configs."""
+become configs.
+
+The fixtures live in the repository (``tests/golden``, the reference
+DiffAE's own numbers; see its README), so a fresh clone runs every test.
+``DIFFAE_GOLDEN`` points the tests at another copy."""
 import enum
 import json
 import os
@@ -11,14 +15,32 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-GOLDEN = Path(
-    os.environ.get('DIFFAE_GOLDEN', ROOT.parent / 'shared' / 'golden'))
+GOLDEN = Path(os.environ.get('DIFFAE_GOLDEN', ROOT / 'tests' / 'golden'))
 
 # single forward passes / 10-20 step sampling loops (golden README)
 ATOL_FORWARD = 1e-4
 ATOL_LOOP = 1e-3
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+class MissingFixtureError(FileNotFoundError):
+    """A golden fixture that should be in the repository is not there."""
+
+
+def golden(*parts) -> Path:
+    """Path of a golden fixture (``golden('tiny_autoenc')``,
+    ``golden('lmdb', 'expected.pt')``); a clear error when it is missing."""
+    path = GOLDEN.joinpath(*parts)
+    if not path.exists():
+        where = ('DIFFAE_GOLDEN=' + os.environ['DIFFAE_GOLDEN']
+                 if 'DIFFAE_GOLDEN' in os.environ else 'tests/golden')
+        raise MissingFixtureError(
+            f'golden fixture {"/".join(parts)} not found at {path} ({where}). '
+            'The fixtures are part of the repository (tests/golden, see its '
+            'README): restore them with `git checkout -- tests/golden`, or '
+            'point DIFFAE_GOLDEN at a complete copy.')
+    return path
 
 
 def golden_dirs(prefix=''):

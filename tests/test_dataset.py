@@ -11,13 +11,24 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import dataset as D
-from conftest import GOLDEN
+from conftest import GOLDEN, golden
 from dataset_util import CorruptImageError, LMDBFormatError, to_rgb
 from lmdb_writer import LMDBImageWriter, folder_to_lmdb
 
 LMDB_DIR = GOLDEN / 'lmdb'
-EXPECTED = (torch.load(LMDB_DIR / 'expected.pt')
-            if (LMDB_DIR / 'expected.pt').exists() else {})
+
+
+class _Expected(dict):
+    """The reference readers' outputs, loaded on first use (a missing
+    file fails the tests that need it, with the fixture's name)."""
+
+    def __missing__(self, key):
+        if not self:
+            self.update(torch.load(golden('lmdb', 'expected.pt')))
+        return dict.__getitem__(self, key)
+
+
+EXPECTED = _Expected()
 
 # how the reference built each expected tensor
 GOLDEN_READERS = {
@@ -36,7 +47,11 @@ def _stack(ds, n=6):
 
 
 def test_golden_fixture_present():
-    assert set(EXPECTED) == set(GOLDEN_READERS)
+    for name in ('expected.pt', 'ffhq256.lmdb', 'celeba.lmdb',
+                 'horse256.lmdb'):
+        golden('lmdb', name)
+    assert set(torch.load(golden('lmdb', 'expected.pt'))) == set(
+        GOLDEN_READERS)
 
 
 @pytest.mark.parametrize('name', sorted(GOLDEN_READERS))

@@ -1,11 +1,11 @@
 """The core (model + diffusion) reproduces the reference's own numbers.
 
-Every fixture folder in ../shared/golden with a recipe.json is checked, so
+Every fixture folder in tests/golden with a recipe.json is checked, so
 new fixtures of the same kind are picked up without code changes."""
 import pytest
 import torch
 
-from conftest import (ATOL_FORWARD, ATOL_LOOP, GOLDEN, conf_from_recipe,
+from conftest import (ATOL_FORWARD, ATOL_LOOP, conf_from_recipe, golden,
                       golden_dirs, load_golden_ckpt, load_recipe,
                       submodel_state)
 
@@ -13,8 +13,11 @@ MODEL_DIRS = golden_dirs()
 
 
 def test_golden_fixtures_present():
-    assert GOLDEN.exists(), f'golden fixtures missing at {GOLDEN}'
-    assert MODEL_DIRS, f'no model fixtures (recipe.json) under {GOLDEN}'
+    for name in ('tiny_autoenc', 'tiny_autoenc_latent', 'tiny_ddpm'):
+        for f in ('recipe.json', 'last.ckpt', 'io.pt'):
+            golden(name, f)
+    assert {p.name for p in MODEL_DIRS} >= {
+        'tiny_autoenc', 'tiny_autoenc_latent', 'tiny_ddpm'}
 
 
 def _setup(path):

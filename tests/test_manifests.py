@@ -6,13 +6,14 @@ import json
 import pytest
 import torch
 
-from conftest import manifests
+from conftest import golden, manifests
 
 MANIFESTS = manifests()
 
 
 def test_manifests_present():
-    assert MANIFESTS, 'no manifests found in the golden folder'
+    golden('manifests')
+    assert MANIFESTS, f'no manifests in {golden("manifests")}'
 
 
 @pytest.mark.parametrize('path', MANIFESTS, ids=lambda p: p.stem)

@@ -11,7 +11,7 @@ from scipy import linalg, ndimage
 from torch import nn
 
 import metrics
-from conftest import GOLDEN, conf_from_recipe, load_recipe
+from conftest import conf_from_recipe, golden, load_recipe
 
 
 # ----------------------------------------------------------------------
@@ -31,9 +31,7 @@ def _dataset(n, size=32, seed=0):
 
 
 def _tiny(name, tmp_path, n_images=6):
-    path = GOLDEN / name
-    if not (path / 'recipe.json').exists():
-        pytest.skip(f'golden fixture {name} missing')
+    path = golden(name)
     conf = conf_from_recipe(load_recipe(path)['recipe'])
     conf.eval_num_images = n_images
     conf.batch_size_eval = 4
@@ -456,11 +454,11 @@ def test_distributed_matches_single_process(tmp_path):
 
 def test_missing_weights_reports_how_to_install(tmp_path, monkeypatch):
     import metrics
-    from conftest import conf_from_recipe, golden_dirs, load_recipe
+    from conftest import conf_from_recipe, load_recipe
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(metrics.FID_WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
-    path = [p for p in golden_dirs() if p.name == 'tiny_autoenc'][0]
+    path = golden('tiny_autoenc')
     conf = conf_from_recipe(load_recipe(path)['recipe'])
     msg = metrics.missing_weights(conf)
     assert metrics.FID_WEIGHTS_FILE in msg and metrics.FID_WEIGHTS_URL in msg

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from conftest import conf_from_recipe, golden_dirs, load_recipe
+from conftest import conf_from_recipe, golden, load_recipe
 from model.blocks import qkv_attention
 from model.nn import timestep_embedding
 
 
 def tiny_conf(name='tiny_autoenc'):
-    path = [p for p in golden_dirs() if p.name == name][0]
+    path = golden(name)
     return conf_from_recipe(load_recipe(path)['recipe'])
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, conf_from_recipe, golden_dirs, load_recipe
+from conftest import conf_from_recipe, golden, load_recipe, ROOT
 
 SCRIPT = str(ROOT / 'tests' / 'tiny_training.py')
 
@@ -158,14 +158,14 @@ def test_same_seed_same_first_20_losses(tmp_path, shapes_lmdb):
 
 
 def tiny(name):
-    path = [p for p in golden_dirs() if p.name == name][0]
+    path = golden(name)
     return conf_from_recipe(load_recipe(path)['recipe'])
 
 
 def test_checkpoint_of_another_template_lists_the_mismatch(tmp_path):
     import checkpoint_io
     from experiment import LitModel
-    ckpt = [p for p in golden_dirs() if p.name == 'tiny_autoenc'][0] / \
+    ckpt = golden('tiny_autoenc') / \
         'last.ckpt'
     conf = tiny('tiny_autoenc')
     conf.net_ch_mult = (1, 2, 4)
@@ -179,7 +179,7 @@ def test_checkpoint_of_another_template_lists_the_mismatch(tmp_path):
     with pytest.raises(checkpoint_io.CheckpointMismatchError):
         lit.load_state_dict(state, strict=False)
     # a DDIM checkpoint into an autoencoder: missing encoder keys listed
-    ddpm = [p for p in golden_dirs() if p.name == 'tiny_ddpm'][0]
+    ddpm = golden('tiny_ddpm')
     with pytest.raises(checkpoint_io.CheckpointMismatchError,
                        match='missing keys'):
         LitModel.from_checkpoint(tiny('tiny_autoenc'), ddpm / 'last.ckpt')
@@ -190,7 +190,7 @@ def test_strict_false_reports_skipped_keys():
     from experiment import LitModel
     conf = tiny('tiny_autoenc')
     lit = LitModel(conf)
-    ckpt = [p for p in golden_dirs() if p.name == 'tiny_autoenc'][0]
+    ckpt = golden('tiny_autoenc')
     state = dict(checkpoint_io.load_checkpoint(ckpt / 'last.ckpt')[
         'state_dict'])
     state['extra.weight'] = torch.zeros(1)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN
+from conftest import GOLDEN, golden
 from diffusion import get_named_beta_schedule, space_timesteps
 
 SCHEDULES = torch.load(GOLDEN / 'schedules.pt') if (
@@ -11,7 +11,7 @@ SCHEDULES = torch.load(GOLDEN / 'schedules.pt') if (
 
 
 def test_schedules_fixture_present():
-    assert SCHEDULES, 'schedules.pt missing'
+    assert torch.load(golden('schedules.pt'))
 
 
 @pytest.mark.parametrize(

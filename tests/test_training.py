@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from conftest import conf_from_recipe, golden_dirs, load_recipe
+from conftest import conf_from_recipe, golden, load_recipe
 
 
 def tiny(name='tiny_autoenc'):
-    path = [p for p in golden_dirs() if p.name == name][0]
+    path = golden(name)
     return conf_from_recipe(load_recipe(path)['recipe'])
 
 

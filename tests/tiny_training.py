@@ -16,11 +16,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from conftest import conf_from_recipe, golden_dirs, load_recipe  # noqa
+from conftest import conf_from_recipe, golden, load_recipe  # noqa
 
 
 def tiny_shapes_conf(workdir, lmdb_path):
-    path = [p for p in golden_dirs() if p.name == 'tiny_autoenc'][0]
+    path = golden('tiny_autoenc')
     conf = conf_from_recipe(load_recipe(path)['recipe'])
     conf.data_name = 'shapes'
     conf.data_dir = lmdb_path
