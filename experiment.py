@@ -16,11 +16,14 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning import loggers as pl_loggers
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint,
+                                         TQDMProgressBar)
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import make_grid, save_image
 
 import checkpoint_io
+import hardware
 import renderer
 from choices import OptimizerType, TrainMode
 from config import TrainConfig
@@ -552,6 +555,38 @@ class WarmupLR:
         return min(step, self.warmup) / self.warmup
 
 
+class StepProgressBar(TQDMProgressBar):
+    """One training bar over the whole run: the global step out of
+    ``max_steps``, with its rate and ETA (Lightning's own bar restarts at
+    every epoch and, on an endless sampler, shows no total). A resumed run
+    starts the bar at its step, so the ETA counts only the steps left."""
+
+    def _whole_run(self, trainer):
+        bar = self.train_progress_bar
+        if bar is not None and bar.total != trainer.max_steps:
+            bar.reset(total=trainer.max_steps)
+            bar.n = bar.last_print_n = bar.initial = trainer.global_step
+
+    def on_train_start(self, trainer, *args):
+        super().on_train_start(trainer, *args)
+        self._whole_run(trainer)
+        self.train_progress_bar.set_description('Training step')
+
+    def on_train_epoch_start(self, trainer, *_):
+        # (a run resumed mid-epoch may skip this hook)
+        self._whole_run(trainer)
+        self.train_progress_bar.set_description(
+            f'Epoch {trainer.current_epoch} step')
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch,
+                           batch_idx):
+        bar, n = self.train_progress_bar, trainer.global_step
+        if bar is not None and self._should_update(n, bar.total):
+            bar.n = n
+            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
 def is_time(num_samples, every, step_size):
     """Whether ``num_samples`` just crossed a multiple of ``every`` (the
     last step advanced by ``step_size`` samples)."""
@@ -581,13 +616,14 @@ def resolve_devices(gpus, accelerator: Optional[str] = None):
 
 def resolve_precision(conf: TrainConfig, accelerator: str,
                       precision: Optional[str] = None):
-    """Lightning precision: an explicit ``precision`` (e.g. 'bf16-mixed')
-    or ``conf.precision`` wins; else conf.fp16 means '16-mixed' on GPU and
-    float32 on CPU (as the reference)."""
-    precision = precision or getattr(conf, 'precision', None)
-    if precision:
-        return precision
-    return '16-mixed' if conf.fp16 and accelerator == 'gpu' else '32-true'
+    """Lightning precision for this run (``hardware.choose_precision``):
+    an explicit ``precision`` wins, then ``conf.precision`` unless 'auto';
+    'auto' picks what this hardware runs fastest. Says once what it chose
+    and why."""
+    chosen, why = hardware.choose_precision(
+        getattr(conf, 'precision', None), conf.fp16, accelerator, precision)
+    rank_zero_info(f'precision: {chosen} ({why})')
+    return chosen
 
 
 def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
@@ -663,7 +699,10 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         num_nodes=nodes,
         strategy=strategy,
         precision=resolve_precision(conf, accelerator, precision),
-        callbacks=[checkpoint, LearningRateMonitor(), *callbacks],
+        callbacks=[checkpoint, LearningRateMonitor(), *callbacks,
+                   *([] if trainer_kwargs.get('enable_progress_bar') is False
+                     or any(isinstance(c, TQDMProgressBar) for c in callbacks)
+                     else [StepProgressBar()])],
         logger=tb_logger,
         accumulate_grad_batches=conf.accum_batches,
         gradient_clip_val=conf.grad_clip if conf.grad_clip > 0 else None,
@@ -697,4 +736,4 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
 
 
 __all__ = ['LitModel', 'train', 'ema_update', 'WarmupLR', 'is_time',
-           'resolve_devices', 'resolve_precision']
+           'resolve_devices', 'resolve_precision', 'StepProgressBar']

@@ -321,7 +321,7 @@ def shapes32_autoenc():
     conf.lr = 1e-3
     conf.ema_decay = 0.995
     conf.fp16 = False
-    conf.precision = 'bf16-mixed'
+    conf.precision = 'auto'
     conf.num_workers = 1
     conf.total_samples = 32 * 2400
     conf.sample_size = 16

@@ -184,7 +184,7 @@ def shapes32_autoenc_latent():
     conf.batch_size_eval = 32
     conf.lr = 3e-4
     conf.ema_decay = 0.995
-    conf.precision = '32-true'
+    conf.precision = 'auto'
     conf.total_samples = 256 * 2500
     conf.sample_every_samples = 256 * 1250
     conf.save_every_samples = 256 * 500

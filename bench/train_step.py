@@ -13,8 +13,15 @@ Modes:
   fp32   the reference's computation: eager float32, NCHW, einsum
          attention, per-key EMA loop, schedule coefficients copied from
          numpy at every step
-  bf16   bf16 autocast (GroupNorm and softmax stay float32 inside),
-         channels_last, fused foreach EMA, inference_mode for sampling
+  fast32 this project's float32 path: SDPA attention (same legacy head
+         split), schedule coefficients cached on the device, fused foreach
+         EMA, inference_mode for sampling, channels_last where it pays
+         (hardware.prefers_channels_last)
+  bf16   the same with bf16 autocast (GroupNorm and softmax stay float32
+         inside)
+  auto   what train() picks on this machine (conf.precision='auto'):
+         bf16 with native bf16 (AVX512_BF16/AMX, GPUs from sm80), else
+         fast32; the line names the choice and the CPU/GPU behind it
   fp16   (CUDA only) float16 autocast + GradScaler-free timing, the
          reference's GPU setting
 """
@@ -34,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import hardware  # noqa: E402
 import model.blocks as blocks  # noqa: E402
 import templates_latent  # noqa: E402
 from experiment import LitModel, ema_update  # noqa: E402
@@ -86,8 +94,9 @@ def parse_args(argv=None):
     p.add_argument('--template', default='celeba64d2c_autoenc',
                    help='template function name (templates*.py)')
     p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--modes', default='fp32,bf16',
-                   help='comma-separated: fp32, bf16, fp16 (CUDA)')
+    p.add_argument('--modes', default='fp32,auto',
+                   help='comma-separated: fp32, fast32, bf16, auto, fp16 '
+                   '(CUDA)')
     p.add_argument('--T', type=int, default=10,
                    help='DDIM steps for render / encode')
     p.add_argument('--steps', type=int, default=3,
@@ -96,7 +105,10 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--compile', action='store_true',
                    help='torch.compile the model in the fast modes')
-    p.add_argument('--no-channels-last', action='store_true')
+    p.add_argument('--channels-last', default='auto',
+                   choices=('auto', 'on', 'off'),
+                   help='memory format of the fast modes (auto: '
+                   'hardware.prefers_channels_last)')
     p.add_argument('--skip', default='',
                    help='comma-separated parts to skip: train,render,encode')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available()
@@ -140,6 +152,15 @@ def matmul_peak(device, dtype, n=4096, repeats=3):
     return 2 * n**3 / min(times) / 1e12
 
 
+def resolve_auto(device):
+    """The mode train() would pick here, and why."""
+    accelerator = 'gpu' if device.type == 'cuda' else 'cpu'
+    precision, why = hardware.auto_precision(hardware.read_facts(
+        accelerator))
+    return {'bf16-mixed': 'bf16', '16-mixed': 'fp16',
+            '32-true': 'fast32'}[precision], why
+
+
 def autocast_ctx(mode, device):
     if mode == 'bf16':
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -152,6 +173,9 @@ def bench_mode(args, mode, device):
     conf = getattr(templates_latent, args.template)()
     conf.batch_size = args.batch
     conf.latent_infer_path = None
+    label, why = mode, None
+    if mode == 'auto':
+        mode, why = resolve_auto(device)
     fast = mode != 'fp32'
     blocks.qkv_attention = (_SDPA_ATTENTION if fast else legacy_attention)
     ema = ema_update if fast else reference_ema
@@ -159,7 +183,10 @@ def bench_mode(args, mode, device):
     lit = LitModel(conf).to(device)
     if not fast:
         reference_extract(lit.sampler)
-    memory_format = (torch.channels_last if fast and not args.no_channels_last
+    channels_last = fast and (
+        args.channels_last == 'on' or args.channels_last == 'auto' and
+        hardware.prefers_channels_last(device.type, mode != 'fast32'))
+    memory_format = (torch.channels_last if channels_last
                      else torch.contiguous_format)
     lit.model.to(memory_format=memory_format)
     lit.ema_model.to(memory_format=memory_format)
@@ -170,11 +197,15 @@ def bench_mode(args, mode, device):
     x = torch.randn(args.batch, 3, conf.img_size, conf.img_size,
                     device=device).contiguous(memory_format=memory_format)
     t = torch.randint(0, conf.T, (args.batch, ), device=device)
-    out = {'template': args.template, 'mode': mode, 'batch': args.batch,
-           'device': torch.cuda.get_device_name(device) if device.type ==
-           'cuda' else f'cpu ({torch.get_num_threads()} threads)',
-           'compile': bool(fast and args.compile),
+    facts = hardware.read_facts('gpu' if device.type == 'cuda' else 'cpu')
+    out = {'template': args.template, 'mode': label, 'batch': args.batch,
+           'device': facts.describe() + ('' if device.type == 'cuda' else
+                                         f' ({torch.get_num_threads()} '
+                                         'threads)'),
+           'computes': mode, 'compile': bool(fast and args.compile),
            'channels_last': memory_format == torch.channels_last}
+    if why:
+        out['auto_because'] = why
     skip = set(args.skip.split(','))
 
     def train_step():
@@ -225,8 +256,8 @@ def bench_mode(args, mode, device):
             forward()
         flops = fc.get_total_flops()
         times = timed(forward, device, args.repeats, args.warmup)
-    peak_dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16,
-                  'fp16': torch.float16}[mode]
+    peak_dtype = {'fp32': torch.float32, 'fast32': torch.float32,
+                  'bf16': torch.bfloat16, 'fp16': torch.float16}[mode]
     peak = matmul_peak(device, peak_dtype)
     achieved = flops / min(times) / 1e12
     out['unet_forward'] = {
@@ -254,6 +285,8 @@ def main(argv=None):
     for mode in args.modes.split(','):
         if mode == 'fp16' and device.type != 'cuda':
             continue
+        if mode not in ('fp32', 'fast32', 'bf16', 'fp16', 'auto'):
+            raise SystemExit(f'unknown mode {mode!r} in --modes')
         results[mode] = bench_mode(args, mode, device)
         print(json.dumps(results[mode]), flush=True)
     if 'fp32' in results and len(results) > 1:

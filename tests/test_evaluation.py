@@ -45,6 +45,23 @@ def test_auroc_matches_pairwise_definition():
                             ) == 1.0
 
 
+def test_ridge_probes_solve_the_normal_equations():
+    # every (strength, column) equals its own regularised least-squares
+    # solve: [x 1] [w; b] ~ y with lam * n * |w|^2 (bias not penalised)
+    torch.manual_seed(0)
+    x = torch.randn(50, 4, dtype=torch.float64)
+    y = (torch.rand(50, 3) > 0.5).double()
+    weight, bias = evaluation.fit_ridge_probes(x, y, [0.0, 0.1])
+    for s, lam in enumerate([0.0, 0.1]):
+        a = torch.cat([x, torch.ones(50, 1, dtype=torch.float64)], 1)
+        reg = torch.diag(torch.tensor([lam * 50] * 4 + [0.0],
+                                      dtype=torch.float64))
+        for k in range(3):
+            want = torch.linalg.solve(a.T @ a + reg, a.T @ y[:, k])
+            torch.testing.assert_close(weight[s, :, k], want[:4])
+            torch.testing.assert_close(bias[s, k], want[4])
+
+
 def test_linear_probe_finds_linear_attributes_only():
     torch.manual_seed(0)
     z = torch.randn(600, 8)
@@ -53,7 +70,7 @@ def test_linear_probe_finds_linear_attributes_only():
     out = evaluation.linear_probe(z, labels, ['linear', 'noise'])
     assert out['linear'] > 0.97
     assert 0.35 < out['noise'] < 0.65
-    assert set(out['weight_decay']) == {'linear', 'noise'}
+    assert set(out['strength']) == {'linear', 'noise'}
 
 
 def test_linear_probe_attributes_are_independent_probes():
@@ -66,7 +83,7 @@ def test_linear_probe_attributes_are_independent_probes():
     both = evaluation.linear_probe(z, torch.stack([a, b], 1), ['a', 'b'])
     alone = evaluation.linear_probe(z, a[:, None], ['a'])
     assert both['a'] == pytest.approx(alone['a'], abs=1e-6)
-    assert both['weight_decay']['a'] == alone['weight_decay']['a']
+    assert both['strength']['a'] == alone['strength']['a']
 
 
 def test_linear_probe_never_lets_held_out_rows_choose():
@@ -82,10 +99,10 @@ def test_linear_probe_never_lets_held_out_rows_choose():
     y2 = y.clone()
     y2[held] = -y2[held]
     out2 = evaluation.linear_probe(z, y2[:, None], ['y'], splits=1)
-    assert out2['weight_decay'] == out['weight_decay']
+    assert out2['strength'] == out['strength']
     assert out2['y'] == pytest.approx(1 - out['y'])
     # 240 rows, 40 dims, one informative: some regularisation wins
-    assert out['weight_decay']['y'][0] > 0
+    assert out['strength']['y'][0] > 0
 
 
 def test_linear_probe_averages_over_splits():

@@ -1,6 +1,7 @@
 """Training on Lightning 2.x: the loss goes down in both modes, EMA,
 resuming, sample grids, inferred latents in dataset order."""
 import os
+import re
 
 import pytest
 import torch
@@ -232,3 +233,38 @@ def test_two_process_ddp_on_cpu(tmp_path):
     got = checkpoint_io.load_checkpoint(os.path.join(conf.logdir,
                                                      'latent.pkl'))['conds']
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_progress_bar_counts_global_steps_with_eta(tmp_path, shapes_lmdb):
+    """The training bar runs over the whole run (global step of max_steps,
+    with an ETA), across epochs and from the step a resumed run starts at.
+    24 images, batch 4: 6 steps an epoch, 8 steps cross an epoch."""
+    from experiment import StepProgressBar, train
+    seen = []
+
+    class Spy(StepProgressBar):
+        def on_train_batch_end(self, trainer, *args):
+            super().on_train_batch_end(trainer, *args)
+            bar = self.train_progress_bar
+            seen.append((bar.n, bar.total, trainer.current_epoch))
+
+        def on_train_end(self, trainer, *args):
+            seen.append(str(self.train_progress_bar))
+            super().on_train_end(trainer, *args)
+
+    conf = shapes_conf(tmp_path, shapes_lmdb)
+    conf.save_every_samples = 4 * 8
+    conf.total_samples = 4 * 8
+    train(conf, gpus=[0], callbacks=[Spy(refresh_rate=1)])
+    steps = [s for s in seen if isinstance(s, tuple)]
+    assert [s[0] for s in steps] == list(range(1, 9))
+    assert {s[1] for s in steps} == {8}
+    assert {s[2] for s in steps} == {0, 1}     # one bar across 2 epochs
+    assert '8/8' in seen[-1]
+    assert re.search(r'\[\d\d:\d\d<\d\d:\d\d', seen[-1])  # elapsed<ETA
+    # resumed to 10 steps: the bar starts at 8 of 10
+    seen.clear()
+    conf.total_samples = 4 * 10
+    train(conf, gpus=[0], callbacks=[Spy(refresh_rate=1)])
+    assert [s[0] for s in seen if isinstance(s, tuple)] == [9, 10]
+    assert '10/10' in seen[-1]

@@ -1,0 +1,182 @@
+"""What this machine runs fastest: the hardware facts it reports, and the
+training precision chosen from them (``conf.precision = 'auto'``).
+
+bf16 autocast is the fast path only where the hardware computes bf16
+natively: GPUs of compute capability 8.0+ (Ampere, Hopper, ...) and CPUs
+with AVX512_BF16 or AMX-BF16. Elsewhere bf16 is emulated (on a CPU without
+those instructions a training step measured 2-5x slower than float32), so
+'auto' picks float32 there. The decision reads the CPU flags (Linux
+``/proc/cpuinfo``); where no flags can be read it times a short bf16 vs
+float32 probe once and caches the answer.
+"""
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+# CPU flags (as Linux names them) that mean native bf16 arithmetic
+NATIVE_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which oneDNN still uses bf16
+# instructions; a lower cap (e.g. AVX512_CORE_VNNI, AVX2) emulates bf16
+ONEDNN_BF16_ISAS = ('AVX512_CORE_BF16', 'AVX512_CORE_AMX', 'AVX10_1_512',
+                    'AVX10_1_512_AMX', 'AVX512_CORE_AMX_FP16',
+                    'AVX10_1_512_AMX_FP16', 'AVX10_2_512',
+                    'AVX10_2_512_AMX_2', 'DEFAULT', 'ALL')
+PROBE_CACHE = Path(os.environ.get('DIFFAE_CACHE_DIR',
+                                  Path.home() / '.cache' / 'diffae')) / \
+    'bf16_probe.json'
+
+
+@dataclass(frozen=True)
+class HardwareFacts:
+    """What the machine reports; everything the precision choice reads."""
+    accelerator: str                     # 'gpu' or 'cpu'
+    cpu_name: str = ''
+    # None: the flags could not be read (not Linux)
+    cpu_flags: Optional[frozenset] = None
+    # ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, if the user capped oneDNN
+    onednn_isa_cap: Optional[str] = None
+    gpu_name: str = ''
+    gpu_capability: Optional[Tuple[int, int]] = None
+    # measured bf16/float32 speed ratio of the probe (only when flags are
+    # unknown); > 1 means bf16 is faster
+    probe_ratio: Optional[float] = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        if self.accelerator == 'gpu':
+            cap = '.'.join(map(str, self.gpu_capability or ()))
+            return f'{self.gpu_name} (compute capability {cap})'
+        return self.cpu_name or platform.processor() or 'unknown CPU'
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> Tuple[str, Optional[frozenset]]:
+    try:
+        text = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return platform.processor(), None
+    name, flags = '', None
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        key = key.strip()
+        if key == 'model name' and not name:
+            name = value.strip()
+        elif key in ('flags', 'Features') and flags is None:
+            flags = frozenset(value.split())
+    return name or platform.processor(), flags
+
+
+def read_facts(accelerator: str) -> HardwareFacts:
+    """The facts of this machine for ``accelerator`` ('gpu' or 'cpu')."""
+    name, flags = _cpuinfo()
+    cap = (os.environ.get('ONEDNN_MAX_CPU_ISA')
+           or os.environ.get('DNNL_MAX_CPU_ISA') or None)
+    if accelerator == 'gpu' and torch.cuda.is_available():
+        return HardwareFacts('gpu', name, flags, cap,
+                             torch.cuda.get_device_name(0),
+                             torch.cuda.get_device_capability(0))
+    return HardwareFacts('cpu', name, flags, cap)
+
+
+def cpu_native_bf16(facts: HardwareFacts) -> Tuple[Optional[bool], str]:
+    """(native bf16?, why); None when the flags say nothing."""
+    if facts.cpu_flags is None:
+        return None, 'CPU flags unreadable on this system'
+    have = [f for f in NATIVE_BF16_FLAGS if f in facts.cpu_flags]
+    if not have:
+        return False, ('CPU has no native bf16 (no AVX512_BF16, no AMX): '
+                       'bf16 would be emulated')
+    cap = facts.onednn_isa_cap
+    if cap and cap.upper() not in ONEDNN_BF16_ISAS:
+        return False, (f'CPU has {"/".join(have).upper()} but '
+                       f'ONEDNN_MAX_CPU_ISA={cap} keeps oneDNN from using '
+                       'it')
+    return True, f'CPU has native bf16 ({"/".join(have).upper()})'
+
+
+def probe_cpu_bf16(seconds: float = 0.5, cache: Path = PROBE_CACHE) -> float:
+    """bf16/float32 speed ratio of a small convolution on this CPU, timed
+    once and cached per CPU and torch version (> 1: bf16 faster)."""
+    key = f'{_cpuinfo()[0]}|{platform.machine()}|torch {torch.__version__}'
+    try:
+        cached = json.loads(cache.read_text())
+        if key in cached:
+            return float(cached[key])
+    except (OSError, ValueError):
+        cached = {}
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(8, 64, 32, 32)
+
+    def rate(dtype):
+        with torch.no_grad(), torch.autocast('cpu', dtype=dtype,
+                                             enabled=dtype != torch.float32):
+            conv(x)  # warm-up (kernel selection)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 2:
+                conv(x)
+                n += 1
+        return n / (time.perf_counter() - start)
+
+    ratio = rate(torch.bfloat16) / rate(torch.float32)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cached[key] = ratio
+        cache.write_text(json.dumps(cached, indent=1))
+    except OSError:
+        pass  # an unwritable cache only costs the probe next time
+    return ratio
+
+
+def auto_precision(facts: HardwareFacts, fp16: bool = False,
+                   probe=probe_cpu_bf16) -> Tuple[str, str]:
+    """(Lightning precision, reason) that ``facts`` run fastest.
+
+    GPU: the official ``conf.fp16`` asks for '16-mixed'; else bf16-mixed
+    from compute capability 8.0 on, float32 before. CPU: bf16-mixed with
+    native bf16, float32 without (``conf.fp16`` is a GPU setting: float16
+    autocast is not a CPU fast path)."""
+    if facts.accelerator == 'gpu':
+        if fp16:
+            return '16-mixed', (f'conf.fp16=True on {facts.describe()} '
+                                '(as the official code)')
+        if facts.gpu_capability and facts.gpu_capability >= (8, 0):
+            return 'bf16-mixed', (f'{facts.describe()} computes bf16 '
+                                  'natively')
+        return '32-true', (f'{facts.describe()} has no native bf16 and '
+                           'conf.fp16 is off')
+    native, why = cpu_native_bf16(facts)
+    if native is None:
+        ratio = facts.probe_ratio if facts.probe_ratio is not None \
+            else probe()
+        native = ratio > 1.1
+        why = (f'{why}; a timed probe ran bf16 at {ratio:.2f}x float32 '
+               f'speed')
+    return ('bf16-mixed' if native else '32-true'), \
+        f'{why} on {facts.describe()}'
+
+
+def choose_precision(conf_precision: Optional[str], fp16: bool,
+                     accelerator: str, precision: Optional[str] = None,
+                     facts: Optional[HardwareFacts] = None
+                     ) -> Tuple[str, str]:
+    """(Lightning precision, reason) for a run: an explicit ``precision``
+    argument wins, then ``conf.precision`` unless it is 'auto' (or None),
+    then what the hardware runs fastest (``auto_precision``)."""
+    if precision and precision != 'auto':
+        return precision, f'precision={precision!r} was passed to train()'
+    if conf_precision and conf_precision != 'auto':
+        return conf_precision, f'conf.precision={conf_precision!r}'
+    facts = facts or read_facts(accelerator)
+    chosen, why = auto_precision(facts, fp16)
+    return chosen, f"conf.precision='auto': {why}"
+
+
+def prefers_channels_last(device_type: str, low_precision: bool) -> bool:
+    """Whether the UNet runs faster in NHWC (channels_last) here."""
+    return True
