@@ -19,15 +19,18 @@ import os
 import shutil
 import time
 
+import pytorch_lightning as pl
 import torch
-from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
 
 import checkpoint_io
 import dataset as D
 import evaluation
+import hardware
 import renderer
 from experiment import LitModel, train
 from experiment_classifier import ClsModel, train_cls
+from grids import save_labelled_grid
 from templates import shapes32_autoenc
 from templates_cls import shapes32_autoenc_cls
 from templates_latent import shapes32_autoenc_latent
@@ -35,23 +38,35 @@ from templates_latent import shapes32_autoenc_latent
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', default='outputs/shapes32',
-                   help='folder for the result grids and summary.json')
+    p.add_argument('--out', default=None,
+                   help='folder for the result grids and summary.json '
+                   '(default outputs/shapes32, with --quick '
+                   'outputs/shapes32_quick)')
     p.add_argument('--quick', action='store_true',
-                   help='a few steps per stage (smoke test)')
-    p.add_argument('--base-dir', default='checkpoints',
-                   help='where checkpoints go (conf.base_dir)')
+                   help='a few steps per stage and a small report (smoke '
+                   'test, about 2 minutes; own checkpoint folder)')
+    p.add_argument('--base-dir', default=None,
+                   help='where checkpoints go (conf.base_dir; default '
+                   'checkpoints, with --quick checkpoints/quick)')
     p.add_argument('--data', default=None,
                    help='path of the shapes LMDB (default datasets/)')
-    p.add_argument('--T', type=int, default=50,
-                   help='DDIM steps for encoding/rendering the results')
+    p.add_argument('--T', type=int, default=None,
+                   help='DDIM steps for encoding/rendering the results '
+                   '(default 50, with --quick 10)')
     p.add_argument('--steps', type=int, default=None,
                    help='autoencoder training steps (default: the '
                    "template's 2400, about 9 minutes on 2 cores); a finished "
                    'run continues from its checkpoint to the new count')
     p.add_argument('--attribute', default='large',
                    help='attribute to manipulate (see ShapesAttrDataset)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.out = args.out or ('outputs/shapes32_quick' if quick
+                            else 'outputs/shapes32')
+    args.base_dir = args.base_dir or ('checkpoints/quick' if quick
+                                      else 'checkpoints')
+    args.T = args.T or (10 if quick else 50)
+    return args
 
 
 def configure(conf, args):
@@ -87,10 +102,21 @@ def set_aside_if_stale(logdir, source):
               f"'{old}' and training it again")
 
 
+# measured on 2-core CPUs (README): the stages after the autoencoder and
+# the report take about this long together
+OTHER_STAGES_S = {False: 150, True: 60}
+SHAPE_ATTRS = list(D.ShapesAttrDataset.id_to_cls)
+
+
 def train_stages(args):
     t0 = time.time()
     ae = configure(shapes32_autoenc(), args)
-    train(ae, gpus=[0])
+    lat = configure(shapes32_autoenc_latent(), args)
+    print_plan(args, ae, lat)
+    train(ae, gpus=[0], callbacks=[DemoEstimate(OTHER_STAGES_S[args.quick],
+                                                warmup=1 if args.quick else 3,
+                                                measure=2 if args.quick
+                                                else 10)])
     t_ae = time.time() - t0
 
     latent_path = os.path.join(ae.logdir, 'latent.pkl')
@@ -101,7 +127,6 @@ def train_stages(args):
         train(ae, gpus=[0], mode='eval')
     t_infer = time.time() - t0 - t_ae
 
-    lat = configure(shapes32_autoenc_latent(), args)
     set_aside_if_stale(lat.logdir, latent_path)
     train(lat, gpus=[0])
     t_lat = time.time() - t0 - t_ae - t_infer
@@ -114,90 +139,155 @@ def train_stages(args):
             'seconds_latent_dpm': t_lat, 'seconds_classifier': t_cls}
 
 
-def grid(rows, path):
-    """Save a grid with one row per tensor in ``rows`` (images in [0, 1])."""
-    imgs = torch.cat(rows).clamp(0, 1)
-    save_image(make_grid(imgs, nrow=len(rows[0]), padding=1), path)
+class DemoEstimate(pl.Callback):
+    """Prints, after the first steps, how long the autoencoder stage will
+    take on this machine (measured) and the whole demo with it."""
+
+    def __init__(self, other_stages_s: float, warmup: int = 3,
+                 measure: int = 10):
+        self.other_stages_s = other_stages_s
+        self.warmup, self.measure = warmup, measure
+        self.start_step = self.t0 = None
+
+    def on_train_batch_end(self, trainer, *_):
+        step = trainer.global_step
+        if self.start_step is None:
+            self.start_step = step
+        done = step - self.start_step
+        if done == self.warmup:
+            self.t0 = time.time()
+        elif done == self.warmup + self.measure and self.t0 is not None:
+            per_step = (time.time() - self.t0) / self.measure
+            left = (trainer.max_steps - step) * per_step
+            print(f'\n[demo] {per_step:.2f} s per autoencoder step here: '
+                  f'about {left / 60:.1f} min to finish this stage, about '
+                  f'{(left + self.other_stages_s) / 60:.0f} min for the '
+                  'whole demo', flush=True)
 
 
-@torch.no_grad()
-def report(args, summary):
-    os.makedirs(args.out, exist_ok=True)
-    torch.manual_seed(0)
-    lat_conf = configure(shapes32_autoenc_latent(), args)
-    lit = LitModel.from_checkpoint(lat_conf)
-    data = D.ShapesAttrDataset(path=lat_conf.data_dir or lit.conf.data_path,
-                               image_size=lat_conf.img_size)
-    x = torch.stack([data[i]['img'] for i in range(8)])
+def print_plan(args, ae, lat):
+    print(f"""[demo] plan ({'quick smoke test' if args.quick else 'full'}):
+  1. dataset       {ae.data_dir or ae.data_path} (generated on first use)
+  2. autoencoder   {ae.total_samples // ae.batch_size} steps of batch \
+{ae.batch_size} -> {ae.logdir}/last.ckpt
+  3. infer         z_sem of every image -> {ae.logdir}/latent.pkl
+  4. latent DPM    {lat.total_samples // lat.batch_size} steps of batch \
+{lat.batch_size} -> {lat.logdir}/last.ckpt
+  5. classifier    linear attribute classifier on z_sem
+  6. report        PNG grids + summary.json -> {args.out}/
+Every stage resumes from its checkpoint; a finished stage is skipped.""",
+          flush=True)
+
+
+def decode_report(args, lit, x, summary):
+    """Reconstructions from the inverted and from random x_T."""
     x01 = (x + 1) / 2
-
-    # reconstruction: inverted x_T vs random x_T
     cond = lit.encode(x)
     xT = lit.encode_stochastic(x, cond, T=args.T, progress=True)
     rec_inv = lit.render(xT, cond, T=args.T)
     rec_rand = lit.render(torch.randn_like(x), cond, T=args.T)
-    grid([x01, rec_inv, rec_rand], f'{args.out}/reconstructions.png')
+    save_labelled_grid(
+        f'{args.out}/reconstructions.png', [x01, rec_inv, rec_rand],
+        ['input', 'inverted x_T', 'random x_T'],
+        title=f'Decoding z_sem (DDIM T={args.T})')
     summary['recon_mse_inverted_xT'] = (rec_inv - x01).square().mean().item()
     summary['recon_mse_random_xT'] = (rec_rand - x01).square().mean().item()
+    return cond, xT
 
-    # unconditional samples through the latent DPM
+
+def samples_report(args, lit, n=16):
+    """Unconditional samples through the latent DPM."""
     torch.manual_seed(1)
-    samples = lit.sample(16, device='cpu', T=args.T, T_latent=args.T)
-    save_image(make_grid(samples, nrow=8, padding=1),
-               f'{args.out}/samples.png')
+    samples = lit.sample(n, device='cpu', T=args.T, T_latent=args.T)
+    half = n // 2
+    save_labelled_grid(f'{args.out}/samples.png',
+                       [samples[:half], samples[half:2 * half]],
+                       title=f'Unconditional samples (latent DPM + decoder, '
+                       f'T={args.T})')
 
-    # interpolation between the first two images
-    alphas = torch.linspace(0, 1, 8).tolist()
+
+def interpolation_report(args, lit, cond, xT, n=8):
+    """From the first image to the second: z_sem lerp, x_T slerp."""
+    alphas = torch.linspace(0, 1, n).tolist()
     inter = renderer.interpolate(lit.ema_model, lit._sampler(args.T),
                                  cond[:1], xT[:1], cond[1:2], xT[1:2],
                                  alphas)
-    grid([(inter + 1) / 2], f'{args.out}/interpolation.png')
+    save_labelled_grid(f'{args.out}/interpolation.png', [(inter + 1) / 2],
+                       col_labels=[f'{a:.2f}' for a in alphas],
+                       title='Interpolation, alpha from image 1 to image 2')
 
-    # manipulation along the classifier direction of one attribute
-    cls_conf = configure(shapes32_autoenc_cls(), args)
-    cls = ClsModel(cls_conf)
-    cls.load_state_dict(checkpoint_io.load_checkpoint(
-        os.path.join(cls_conf.logdir, 'last.ckpt'))['state_dict'])
+
+def manipulation_report(args, lit, cls, cond, xT, summary):
+    """Move z_sem along the classifier direction of ``args.attribute``;
+    the effect is measured from the rendered pixels."""
     direction = cls.direction(args.attribute)
     amounts = [-1.0, -0.5, 0.0, 0.5, 1.0]
-    k = D.ShapesAttrDataset.cls_to_id[args.attribute]
-    rows, positive, score = [], {}, {}
+    k = SHAPE_ATTRS.index(args.attribute)
+    cols, positive, score = [], {}, {}
     for a in amounts:
         c2 = renderer.manipulate_cond(cond, direction, a, cls.normalize,
                                       cls.denormalize)
         img = lit.render(xT, c2, T=args.T)
-        rows.append(img)
+        cols.append(img)
         measured = D.shape_attribute_scores(img, value_range=(0, 1))
         positive[a] = (measured['labels'][:, k] > 0).float().mean().item()
         score[a] = measured['label_scores'][:, k].mean().item()
-    save_image(make_grid(torch.stack(rows, 1).flatten(0, 1),
-                         nrow=len(amounts), padding=1),
-               f'{args.out}/manipulation.png')
-    # measured from the rendered pixels
+    rows = list(torch.stack(cols, 1))        # one row per image
+    save_labelled_grid(
+        f'{args.out}/manipulation.png', rows,
+        [f'image {i + 1}' for i in range(len(rows))],
+        [f'{a:+g}' for a in amounts],
+        title=f"Moving z_sem along '{args.attribute}' (amount x sqrt(C))")
     summary['manipulation'] = {
         'attribute': args.attribute,
         'fraction_with_attribute_by_amount': positive,
         'mean_attribute_score_by_amount': score,
     }
 
-    # linear probe of z_sem: the trained encoder vs the same architecture
-    # at random initialisation (three draws: random conv features are a
-    # strong baseline, and vary with the draw)
+
+def probe_report(args, lit, lat_conf, data, summary):
+    """Linear probe of z_sem: the trained encoder vs the same architecture
+    at random initialisation (random conv features are a strong baseline
+    and vary with the draw)."""
     state = checkpoint_io.load_checkpoint(lat_conf.latent_infer_path)
-    names = D.ShapesAttrDataset.id_to_cls
+    names = SHAPE_ATTRS
     summary['probe_auroc_trained_encoder'] = evaluation.linear_probe(
         state['conds'], data.labels, names)
     loader = torch.utils.data.DataLoader(data, batch_size=250)
     random_enc = []
-    for seed in range(3):
+    for seed in range(1 if args.quick else 3):
         torch.manual_seed(seed)
         model = lit.conf.make_model_conf().make_model().eval()
-        z = torch.cat([model.encoder(b['img']) for b in loader])
+        z = torch.cat([model.encoder(b['img']) for b in tqdm(
+            loader, desc=f'random encoder {seed + 1}', leave=False)])
         random_enc.append(evaluation.linear_probe(z, data.labels, names))
     summary['probe_auroc_random_encoders'] = random_enc
     summary['probe_mean_auroc'] = {
         'trained_encoder': summary['probe_auroc_trained_encoder']['mean'],
         'random_encoders': [r['mean'] for r in random_enc]}
+
+
+@torch.no_grad()
+def report(args, summary):
+    t0 = time.time()
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(0)
+    lat_conf = configure(shapes32_autoenc_latent(), args)
+    lit = LitModel.from_checkpoint(lat_conf)
+    data = D.ShapesAttrDataset(path=lat_conf.data_dir or lit.conf.data_path,
+                               image_size=lat_conf.img_size)
+    x = torch.stack([data[i]['img'] for i in range(4 if args.quick else 8)])
+    cond, xT = decode_report(args, lit, x, summary)
+    samples_report(args, lit, 8 if args.quick else 16)
+    interpolation_report(args, lit, cond, xT)
+    cls_conf = configure(shapes32_autoenc_cls(), args)
+    cls = ClsModel(cls_conf)
+    cls.load_state_dict(checkpoint_io.load_checkpoint(
+        os.path.join(cls_conf.logdir, 'last.ckpt'))['state_dict'])
+    manipulation_report(args, lit, cls, cond, xT, summary)
+    probe_report(args, lit, lat_conf, data, summary)
+    summary['seconds_report'] = time.time() - t0
+    summary['cpu'] = hardware.read_facts('cpu').describe()
     with open(f'{args.out}/summary.json', 'w') as f:
         json.dump(summary, f, indent=1)
     return summary
