@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import make_grid, save_image
 
 import checkpoint_io
+import launcher
 import renderer
 from choices import OptimizerType, TrainMode
 from config import TrainConfig
@@ -610,6 +611,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     gpus: GPU ids (list) or a count. Without CUDA the run is on the CPU: one
         process, or ``len(gpus)`` gloo processes with accelerator='cpu'.
     nodes: number of machines (DDP across nodes, e.g. under SLURM).
+        Started by srun or torchrun, the run uses the processes the
+        launcher started (one per GPU; see launcher.py and the README).
     precision: Lightning precision, e.g. 'bf16-mixed' (fast on GPUs and on
         CPUs with AMX/AVX-512 BF16); default from conf (see
         resolve_precision).
@@ -620,6 +623,9 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     print('conf:', conf.name)
     if mode not in ('train', 'eval'):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    if accelerator is None and not torch.cuda.is_available() and \
+            launcher.detect():
+        accelerator = 'cpu'  # srun/torchrun started CPU (gloo) processes
     if accelerator is None and not torch.cuda.is_available():
         n_asked = gpus if isinstance(gpus, int) else len(gpus)
         if n_asked > 1:
@@ -628,6 +634,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
                           f"accelerator='cpu' for {n_asked} CPU processes)")
         gpus = [0]
     accelerator, devices = resolve_devices(gpus, accelerator)
+    # under srun/torchrun: the processes the launcher started
+    devices, nodes = launcher.fit_to_launcher(accelerator, devices, nodes)
     n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
     if conf.batch_size % n_proc:
         raise ValueError(
