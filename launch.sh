@@ -38,7 +38,14 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
         "'make install', or set PYTHON=/path/to/python." >&2
     exit 2
 fi
-NPROC=${NPROC:-gpu}
+if [ -z "${NPROC:-}" ]; then
+    NPROC=$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())')
+    if [ "$NPROC" = 0 ]; then
+        echo "launch.sh: torch sees no GPU here; set NPROC=n for n CPU" \
+            "(gloo) processes, or check CUDA_VISIBLE_DEVICES" >&2
+        exit 2
+    fi
+fi
 NNODES=${NNODES:-1}
 if [ "$NNODES" = 1 ] && [ -z "${MASTER_ADDR:-}" ]; then
     # one machine: a local rendezvous on a free port
