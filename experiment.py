@@ -249,7 +249,9 @@ class LitModel(pl.LightningModule):
             # NHWC convolutions are faster with oneDNN (CPU, float32 and
             # bf16) and with cuDNN under autocast; values are unchanged.
             # Here, before DDP wraps the model: converted after that (as in
-            # on_fit_start), the processes' gradients were not averaged.
+            # on_fit_start), DDP handed every process the same wrong
+            # gradient for the output conv (2 processes: out.2.weight off
+            # by 2 x lr after one step; the losses left a 1-process run's).
             self.model.to(memory_format=torch.channels_last)
             self.ema_model.to(memory_format=torch.channels_last)
 

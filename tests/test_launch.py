@@ -280,8 +280,8 @@ def assert_same_training(run_dir, ref_dir, world, nodes):
     # weights: Adam's first steps move near-zero-gradient weights by about
     # lr in the direction of the gradient's sign, which round-off can flip,
     # so compare the whole model: measured 6e-6 relative here, and 2e-2
-    # with DDP's gradients not averaged (model converted to channels_last
-    # after DDP wrapped it)
+    # with the model converted to channels_last after DDP wrapped it (DDP
+    # then gave the output conv a wrong gradient)
     keys = [k for k, v in want['state_dict'].items()
             if k.startswith('model.') and v.is_floating_point()]
     a = torch.cat([want['state_dict'][k].flatten() for k in keys])
