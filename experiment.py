@@ -24,6 +24,7 @@ from torchvision.utils import make_grid, save_image
 
 import checkpoint_io
 import hardware
+import launcher
 import renderer
 from choices import OptimizerType, TrainMode
 from config import TrainConfig
@@ -248,6 +249,14 @@ class LitModel(pl.LightningModule):
             else:
                 self.train_data = self.conf.make_dataset()
             self.val_data = self.train_data
+            # NHWC convolutions are faster with oneDNN (CPU, float32 and
+            # bf16) and with cuDNN under autocast; values are unchanged.
+            # Here, before DDP wraps the model: converted after that (as in
+            # on_fit_start), DDP handed every process the same wrong
+            # gradient for the output conv (2 processes: out.2.weight off
+            # by 2 x lr after one step; the losses left a 1-process run's).
+            self.model.to(memory_format=torch.channels_last)
+            self.ema_model.to(memory_format=torch.channels_last)
 
     @property
     def batch_size(self):
@@ -297,16 +306,30 @@ class LitModel(pl.LightningModule):
 
     def _step_generator(self, device, batch_idx):
         """The RNG of one training step's timesteps and noise, seeded by
-        (seed, step, rank): a resumed run draws what an uninterrupted one
-        would, whatever the data loading consumed. (Outside a Trainer: the
-        global RNG.)"""
+        (seed, step): a resumed run draws what an uninterrupted one would,
+        whatever the data loading consumed. (Outside a Trainer: the global
+        RNG.)"""
         if self._trainer is None:
             return None
         step = self.global_step * self.conf.accum_batches + (
             batch_idx % self.conf.accum_batches)
-        seed = ((self.conf.seed or 0) * 1_000_003 + step) * 4099 + \
-            self.global_rank
+        seed = ((self.conf.seed or 0) * 1_000_003 + step) * 4099
         return torch.Generator(device=device).manual_seed(seed)
+
+    def _draw_t_noise(self, x_start, generator):
+        """Timesteps and noise of this process's samples. Every process
+        draws those of the whole global batch and keeps its own rows
+        (rank r trains on rows r, r + world, ... of the global batch, see
+        dataset.ResumableSampler): the loss and gradients are those of one
+        process with the global batch, on any number of processes."""
+        world, rank = get_world_size(), self.global_rank
+        n = len(x_start) * world
+        t, _ = self.T_sampler.sample(n, x_start.device, generator=generator)
+        noise = torch.randn((n, *x_start.shape[1:]), device=x_start.device,
+                            dtype=x_start.dtype, generator=generator)
+        if world == 1:
+            return t, noise
+        return t[rank::world], noise[rank::world].contiguous()
 
     # ------------------------------------------------------------------
     # training
@@ -327,11 +350,8 @@ class LitModel(pl.LightningModule):
                 memory_format=torch.channels_last), self.model, self.sampler
         else:
             raise NotImplementedError(self.conf.train_mode)
-        g = self._step_generator(x_start.device, batch_idx)
-        t, _ = self.T_sampler.sample(len(x_start), x_start.device,
-                                     generator=g)
-        noise = torch.randn(x_start.shape, device=x_start.device,
-                            dtype=x_start.dtype, generator=g)
+        t, noise = self._draw_t_noise(
+            x_start, self._step_generator(x_start.device, batch_idx))
         losses = sampler.training_losses(model=model, x_start=x_start, t=t,
                                          noise=noise)
         loss = losses['loss'].mean()
@@ -386,12 +406,6 @@ class LitModel(pl.LightningModule):
                 optim, lr_lambda=WarmupLR(self.conf.warmup))
             out['lr_scheduler'] = {'scheduler': sched, 'interval': 'step'}
         return out
-
-    def on_fit_start(self):
-        # NHWC convolutions are faster with oneDNN (CPU, float32 and bf16)
-        # and with cuDNN under autocast; values are unchanged
-        self.model.to(memory_format=torch.channels_last)
-        self.ema_model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint):
         # RNG states, so that a resumed run continues the same random stream
@@ -635,6 +649,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     gpus: GPU ids (list) or a count. Without CUDA the run is on the CPU: one
         process, or ``len(gpus)`` gloo processes with accelerator='cpu'.
     nodes: number of machines (DDP across nodes, e.g. under SLURM).
+        Started by srun or torchrun, the run uses the processes the
+        launcher started (one per GPU; see launcher.py and the README).
     precision: Lightning precision, e.g. 'bf16-mixed' (fast on GPUs and on
         CPUs with AMX/AVX-512 BF16); default from conf (see
         resolve_precision).
@@ -645,6 +661,9 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     print('conf:', conf.name)
     if mode not in ('train', 'eval'):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    if accelerator is None and not torch.cuda.is_available() and \
+            launcher.detect():
+        accelerator = 'cpu'  # srun/torchrun started CPU (gloo) processes
     if accelerator is None and not torch.cuda.is_available():
         n_asked = gpus if isinstance(gpus, int) else len(gpus)
         if n_asked > 1:
@@ -653,6 +672,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
                           f"accelerator='cpu' for {n_asked} CPU processes)")
         gpus = [0]
     accelerator, devices = resolve_devices(gpus, accelerator)
+    # under srun/torchrun: the processes the launcher started
+    devices, nodes = launcher.fit_to_launcher(accelerator, devices, nodes)
     n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
     if conf.batch_size % n_proc:
         raise ValueError(

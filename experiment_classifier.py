@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import checkpoint_io
+import launcher
 from choices import ManipulateLossType, ManipulateMode
 from config import TrainConfig, data_paths
 from experiment import ema_update, resolve_devices
@@ -228,6 +229,7 @@ def train_cls(conf: TrainConfig, gpus, precision: Optional[str] = None,
     """Train the attribute classifier (as the official ``train_cls``);
     checkpoints go to ``<logdir>/last.ckpt``."""
     print('conf:', conf.name)
+    launcher.require_single_process('train_cls')
     if accelerator is None and not torch.cuda.is_available():
         gpus = [0]
     accelerator, devices = resolve_devices(gpus, accelerator)
