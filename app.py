@@ -30,8 +30,9 @@ def tab_edit(gr, models, run, img_a, align_face):
         edited = gr.Image(label='Manipulated', format='png',
                           elem_id='edited', interactive=False, height=200)
     btn = gr.Button('Reconstruct', variant='primary')
-    btn.click(lambda im, al: run(logic.reconstruct, models, im, al),
-              [img_a, align_face], [model_in, recon])
+    def rec(im, al, progress=gr.Progress(track_tqdm=True)):
+        return run(logic.reconstruct, models, im, al)
+    btn.click(rec, [img_a, align_face], [model_in, recon])
     names = models.attributes
     if not names:
         gr.Markdown('Manipulation unavailable: '
@@ -45,7 +46,7 @@ def tab_edit(gr, models, run, img_a, align_face):
             sliders.append(gr.Slider(-1, 1, value=0, step=0.05, label=name,
                                      elem_id=f'attr_{name}', min_width=160))
 
-    def edit(im, al, *amounts):
+    def edit(im, al, *amounts, progress=gr.Progress(track_tqdm=True)):
         return run(logic.manipulate, models, im, dict(zip(names, amounts)),
                    al)
     for sl in sliders:
@@ -57,9 +58,9 @@ def tab_interpolate(gr, models, run, img_a, img_b, align_face):
     btn = gr.Button('Interpolate the two images', variant='primary')
     strip = gr.Gallery(label='Interpolation', columns=11, elem_id='strip',
                        format='png')
-    btn.click(lambda a, b, n, al: run(logic.interpolate, models, a, b, n,
-                                      al),
-              [img_a, img_b, steps, align_face], strip)
+    def inter(a, b, n, al, progress=gr.Progress(track_tqdm=True)):
+        return run(logic.interpolate, models, a, b, n, al)
+    btn.click(inter, [img_a, img_b, steps, align_face], strip)
 
 
 def tab_sample(gr, models, run):
@@ -73,8 +74,9 @@ def tab_sample(gr, models, run):
                     interactive=models.latent is not None)
     gallery = gr.Gallery(label='Samples', columns=8, elem_id='samples',
                          format='png')
-    btn.click(lambda k, sd: run(logic.sample, models, k, sd), [n, seed],
-              gallery)
+    def smp(k, sd, progress=gr.Progress(track_tqdm=True)):
+        return run(logic.sample, models, k, sd)
+    btn.click(smp, [n, seed], gallery)
 
 
 def build(models: logic.Models):
@@ -82,6 +84,8 @@ def build(models: logic.Models):
     import gradio as gr
 
     def run(fn, *args):
+        # progress=True: the samplers' tqdm bars, which the handlers'
+        # gr.Progress(track_tqdm=True) shows on the page
         try:
             return fn(*args, progress=True)
         except logic.Unavailable as e:

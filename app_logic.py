@@ -110,6 +110,8 @@ def load_models(s: Settings) -> Models:
     if os.path.isfile(path):
         m.autoenc = LitModel.from_checkpoint(conf, path).to(s.device)
         m.autoenc.source = path
+        for T in (s.T, s.T_inv):  # a bad step count fails now, not later
+            m.autoenc._sampler(T)
     else:
         m.problems['autoenc'] = _missing(
             'autoencoder checkpoint', path, f'{demo_hint}, or pass --ckpt')
