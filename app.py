@@ -88,7 +88,9 @@ def build(models: logic.Models):
         # gr.Progress(track_tqdm=True) shows on the page
         try:
             return fn(*args, progress=True)
-        except logic.Unavailable as e:
+        except (logic.Unavailable, FileNotFoundError, RuntimeError,
+                ValueError) as e:
+            # the project's errors name the file or setting to fix
             raise gr.Error(str(e))
 
     s = models.settings

@@ -1,11 +1,11 @@
 """The web page: its logic (app_logic.py) on stand-in demo checkpoints,
 and the page itself in headless Chromium (app.py served on 127.0.0.1).
 
-The browser test needs Chromium (Debian's ``chromium`` package, or
-$DIFFAE_CHROMIUM) and the ``playwright`` Python package; it is skipped,
-saying which is missing, where they are not installed. It saves a
-screenshot of the page in its temp folder, and to $DIFFAE_APP_SCREENSHOT
-when set (docs/app.png was made that way)."""
+The browser test drives Chromium (Debian's ``chromium`` package, or
+$DIFFAE_CHROMIUM) through the ``playwright`` Python package (no browser
+download); it is skipped, saying so, only where no Chromium is found. It
+saves a screenshot of the page in its temp folder, and to
+$DIFFAE_APP_SCREENSHOT when set (docs/app.png was made that way)."""
 import os
 import shutil
 import socket
@@ -135,10 +135,8 @@ def test_page_in_headless_chromium(demo, tmp_path):
     if browser_exe is None:
         pytest.skip('no Chromium found (apt-get install chromium, or set '
                     'DIFFAE_CHROMIUM)')
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip('the playwright Python package is not installed')
+    # a requirement (requirements.txt): a missing package fails the test
+    from playwright.sync_api import sync_playwright
 
     upload = tmp_path / 'shape.png'
     shape_image(demo, 2).save(upload)
