@@ -108,7 +108,8 @@ def load_models(s: Settings) -> Models:
     conf = _conf(s.template, s.base_dir)
     path = s.ckpt or os.path.join(conf.logdir, 'last.ckpt')
     if os.path.isfile(path):
-        m.autoenc = LitModel.from_checkpoint(conf, path).to(s.device)
+        m.autoenc = inference_only(LitModel.from_checkpoint(conf, path)).to(
+            s.device)
         m.autoenc.source = path
         for T in (s.T, s.T_inv):  # a bad step count fails now, not later
             m.autoenc._sampler(T)
@@ -139,7 +140,8 @@ def load_models(s: Settings) -> Models:
         lconf = _conf(s.latent_template, s.base_dir)
         path = s.latent_ckpt or os.path.join(lconf.logdir, 'last.ckpt')
         if os.path.isfile(path):
-            m.latent = LitModel.from_checkpoint(lconf, path).to(s.device)
+            m.latent = inference_only(
+                LitModel.from_checkpoint(lconf, path)).to(s.device)
             m.latent.source = path
         else:
             m.problems['latent'] = _missing(
@@ -162,7 +164,16 @@ def load_classifier(conf, path):
     from experiment_classifier import ClsModel
     cls = ClsModel(conf)
     cls.load_state_dict(checkpoint_io.load_checkpoint(path)['state_dict'])
+    # its own frozen autoencoder copies only serve training: free them
+    del cls.model, cls.ema_model
     return cls.eval()
+
+
+def inference_only(lit):
+    """Drop the trained (non-EMA) copy: the notebook API renders with
+    ``ema_model`` only (saves one model's memory)."""
+    del lit.model
+    return lit
 
 
 # ----------------------------------------------------------------------
