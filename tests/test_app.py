@@ -166,7 +166,10 @@ def test_page_in_headless_chromium(demo, tmp_path):
                     str(upload))
                 page.locator('#img_a img').wait_for()
                 page.get_by_role('button', name='Reconstruct').click()
-                page.locator('#recon img').wait_for()
+                rec_img = page.locator('#recon img')
+                rec_img.wait_for()
+                rec_data = page.request.get(
+                    rec_img.get_attribute('src')).body()
                 # move the 'large' slider: click at 90% of its track
                 track = page.locator('#attr_large input[type=range]')
                 track.scroll_into_view_if_needed()
@@ -197,6 +200,10 @@ def test_page_in_headless_chromium(demo, tmp_path):
     shown = Image.open(upload).convert('RGB').resize((256, 256),
                                                      Image.NEAREST)
     assert diff(edited, shown).mean() > 5
+    # the slider moved z_sem: not the plain reconstruction
+    (tmp_path / 'recon.png').write_bytes(rec_data)
+    recon = Image.open(tmp_path / 'recon.png').convert('RGB')
+    assert recon.size == (256, 256) and diff(edited, recon).mean() > 1
     if os.environ.get('DIFFAE_APP_SCREENSHOT'):
         # a small PNG for the README (128 colours)
         Image.open(tmp_path / 'app.png').convert('RGB').quantize(128).save(
