@@ -8,12 +8,11 @@ cell added after the notebook's ``parameters``-tagged settings cell (as
 papermill does) lowers the step counts."""
 import os
 
+import nbclient
+import nbformat
 import pytest
 
 from conftest import ROOT
-
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
 
 NOTEBOOKS = {'autoencoding.ipynb': 'autoencoding.png',
              'interpolate.ipynb': 'interpolate.png',
