@@ -9,8 +9,9 @@
 
 The checkpoint is ``checkpoints/<template name>/last.ckpt`` unless --ckpt
 says otherwise. Input images are resized and center-cropped to the
-template's size (align faces first for the FFHQ models: align.py in the
-official repository).
+template's size. Face photos for the FFHQ/CelebA-HQ models must be
+aligned first: ``--align`` does it on the fly (align.py; needs dlib and its
+landmark file), or run ``python align.py -i imgs -o imgs_align`` once.
 """
 import argparse
 import os
@@ -43,9 +44,9 @@ def load_model(args):
     return model.to(args.device)
 
 
-def load_images(paths, size):
-    """Images in [-1, 1], resized and center-cropped to ``size``."""
-    from PIL import Image
+def to_model_input(img, size):
+    """A PIL image -> (3, size, size) tensor in [-1, 1]: resized and
+    center-cropped to ``size``."""
     from torchvision import transforms
     from dataset_util import to_rgb
     tf = transforms.Compose([
@@ -54,16 +55,43 @@ def load_images(paths, size):
         transforms.ToTensor(),
         transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     ])
+    return tf(to_rgb(img))
+
+
+def load_images(paths, size, aligner=None):
+    """Images in [-1, 1], resized and center-cropped to ``size``; with an
+    ``aligner`` (align.py's detector), FFHQ-aligned first."""
+    from PIL import Image
     out = []
     for p in paths:
         if not os.path.isfile(p):
             raise SystemExit(f'image not found: {p}')
         try:
-            img = to_rgb(Image.open(p))
+            img = Image.open(p)
+            img.load()
         except Exception as e:  # noqa: BLE001 (report which file)
             raise SystemExit(f'cannot read image {p}: {e}')
-        out.append(tf(img))
+        if aligner is not None:
+            import align
+            try:
+                img = align.align_faces(align.open_photo(p), aligner,
+                                        output_size=max(size, 256),
+                                        name=p)[0]
+            except (align.NoFaceError, align.SeveralFacesError) as e:
+                raise SystemExit(str(e))
+        out.append(to_model_input(img, size))
     return torch.stack(out)
+
+
+def make_aligner(args):
+    """align.py's face detector when --align is given, else None."""
+    if not getattr(args, 'align', False):
+        return None
+    import align
+    try:
+        return align.DlibLandmarks(args.predictor)
+    except align.DetectorUnavailableError as e:
+        raise SystemExit(f'--align: {e}')
 
 
 def save_grid(rows, path, nrow):
@@ -78,7 +106,8 @@ def autoencode(args):
     """Per image: input, reconstruction from the inverted x_T and from a
     random x_T."""
     model = load_model(args)
-    x = load_images(args.images, model.conf.img_size).to(args.device)
+    x = load_images(args.images, model.conf.img_size,
+                    make_aligner(args)).to(args.device)
     rows = [[], [], []]
     for i in tqdm(range(len(x)), desc='autoencode'):
         xi = x[i:i + 1]
@@ -94,7 +123,8 @@ def autoencode(args):
 @torch.no_grad()
 def interpolate(args):
     model = load_model(args)
-    x = load_images(args.images, model.conf.img_size).to(args.device)
+    x = load_images(args.images, model.conf.img_size,
+                    make_aligner(args)).to(args.device)
     if len(x) != 2:
         raise SystemExit('interpolate takes exactly two images')
     cond = model.encode(x)
@@ -119,7 +149,8 @@ def manipulate(args):
     cls.load_state_dict(checkpoint_io.load_checkpoint(path)['state_dict'])
     cls.to(args.device)
     direction = cls.direction(args.attribute)
-    x = load_images(args.images, model.conf.img_size).to(args.device)
+    x = load_images(args.images, model.conf.img_size,
+                    make_aligner(args)).to(args.device)
     rows = [(x + 1) / 2, [], []]
     for i in tqdm(range(len(x)), desc='manipulate'):
         xi = x[i:i + 1]
@@ -165,6 +196,12 @@ def parse_args(argv=None):
                         help='DDIM steps for encoding x_T')
         sp.add_argument('--device', default='cuda'
                         if torch.cuda.is_available() else 'cpu')
+        sp.add_argument('--align', action='store_true',
+                        help='FFHQ-align face photos first (align.py; needs '
+                        'dlib and its landmark file)')
+        sp.add_argument('--predictor', default=None,
+                        help='dlib shape_predictor_68_face_landmarks.dat '
+                        '(default checkpoints/)')
 
     sp = sub.add_parser('autoencode', help='reconstruct images')
     common(sp)

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +93,12 @@ def load_golden_ckpt(path: Path):
 def submodel_state(state_dict: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state_dict.items()
             if k.startswith(prefix)}
+
+
+@pytest.fixture(scope='session')
+def demo_tree(tmp_path_factory):
+    """A folder laid out like the repository after ``make demo``, with
+    stand-in checkpoints (tests/demo_tree.py); shared by the notebook and
+    web-page tests."""
+    from demo_tree import make_demo_tree
+    return make_demo_tree(tmp_path_factory.mktemp('demo_tree'))

@@ -1,0 +1,281 @@
+"""What the web page (app.py) does, as plain functions of PIL images and
+numbers: loading the checkpoints (each one optional, with a message when
+missing), reconstruction, attribute manipulation, interpolation and
+unconditional samples. No UI code here: the tests call these directly.
+
+Every function renders through the project's notebook API
+(``LitModel.encode / encode_stochastic / render / sample``) and
+``renderer.interpolate`` / ``renderer.manipulate_cond``.
+"""
+import hashlib
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+from PIL import Image
+
+import cli
+import renderer
+
+DEMO = {'template': 'shapes32_autoenc', 'cls_template': 'shapes32_autoenc_cls',
+        'latent_template': 'shapes32_autoenc_latent'}
+DISPLAY_SIZE = 256
+
+
+class Unavailable(RuntimeError):
+    """A part of the page has no model: the message says which file is
+    missing and how to get it."""
+
+
+@dataclass
+class Settings:
+    """What app.py's command line sets (defaults: the demo's files)."""
+    template: str = DEMO['template']
+    ckpt: Optional[str] = None            # <base_dir>/<template>/last.ckpt
+    cls_template: Optional[str] = DEMO['cls_template']
+    cls_ckpt: Optional[str] = None
+    latent_template: Optional[str] = DEMO['latent_template']
+    latent_ckpt: Optional[str] = None
+    base_dir: str = 'checkpoints'
+    predictor: Optional[str] = None       # dlib landmark file (align.py)
+    T: int = 20                           # DDIM steps to render
+    T_inv: int = 50                       # DDIM steps to encode x_T
+    T_latent: int = 50
+    device: str = 'cpu'
+
+
+@dataclass
+class Models:
+    settings: Settings
+    autoenc: object = None
+    classifier: object = None
+    latent: object = None
+    aligner: object = None
+    problems: Dict[str, str] = field(default_factory=dict)
+    _codes: 'OrderedDict' = field(default_factory=OrderedDict)
+
+    def need(self, part: str):
+        model = getattr(self, part)
+        if model is None:
+            raise Unavailable(self.problems.get(part, f'no {part} loaded'))
+        return model
+
+    @property
+    def attributes(self) -> List[str]:
+        return list(self.classifier.id_to_cls) if self.classifier else []
+
+    def status(self) -> str:
+        """One line per part: loaded from where, or what is missing."""
+        names = {'autoenc': 'autoencoder', 'classifier': 'classifier',
+                 'latent': 'latent DPM (samples)',
+                 'aligner': 'face alignment'}
+        lines = []
+        for part, name in names.items():
+            if getattr(self, part) is not None:
+                where = getattr(getattr(self, part), 'source', '')
+                lines.append(f'* {name}: loaded {where}')
+            else:
+                lines.append(f'* {name}: **unavailable** -- '
+                             f'{self.problems.get(part, "not requested")}')
+        return '\n'.join(lines)
+
+
+def _conf(name, base_dir):
+    conf = cli.load_template(name)
+    conf.base_dir = base_dir
+    # the demo templates point at checkpoints/...: follow base_dir
+    if conf.latent_infer_path and conf.latent_infer_path.startswith(
+            'checkpoints/'):
+        conf.latent_infer_path = os.path.join(
+            base_dir, conf.latent_infer_path[len('checkpoints/'):])
+    conf.pretrain = None  # each checkpoint below holds every weight
+    return conf
+
+
+def _missing(what, path, how):
+    return f'{what} not found: {path} ({how})'
+
+
+def load_models(s: Settings) -> Models:
+    """Load what the settings name. A missing file leaves that part out
+    and records why (``models.problems``); a wrong file raises."""
+    from experiment import LitModel
+    m = Models(settings=s)
+    demo_hint = 'run `make demo` to make the demo files'
+
+    conf = _conf(s.template, s.base_dir)
+    path = s.ckpt or os.path.join(conf.logdir, 'last.ckpt')
+    if os.path.isfile(path):
+        m.autoenc = inference_only(LitModel.from_checkpoint(conf, path)).to(
+            s.device)
+        m.autoenc.source = path
+        for T in (s.T, s.T_inv):  # a bad step count fails now, not later
+            m.autoenc._sampler(T)
+    else:
+        m.problems['autoenc'] = _missing(
+            'autoencoder checkpoint', path, f'{demo_hint}, or pass --ckpt')
+
+    if s.cls_template:
+        cconf = _conf(s.cls_template, s.base_dir)
+        path = s.cls_ckpt or os.path.join(cconf.logdir, 'last.ckpt')
+        if os.path.isfile(path):
+            m.classifier = load_classifier(cconf, path).to(s.device)
+            m.classifier.source = path
+            if m.autoenc is not None and \
+                    m.classifier.conf.style_ch != conf.style_ch:
+                raise ValueError(
+                    f'classifier {path} works on z_sem of '
+                    f'{m.classifier.conf.style_ch} channels, the autoencoder '
+                    f'has {conf.style_ch}: pass the matching --cls-template')
+        else:
+            m.problems['classifier'] = _missing(
+                'classifier checkpoint', path,
+                f'{demo_hint}, or pass --cls-ckpt')
+    else:
+        m.problems['classifier'] = 'no --cls-template given'
+
+    if s.latent_template:
+        lconf = _conf(s.latent_template, s.base_dir)
+        path = s.latent_ckpt or os.path.join(lconf.logdir, 'last.ckpt')
+        if os.path.isfile(path):
+            m.latent = inference_only(
+                LitModel.from_checkpoint(lconf, path)).to(s.device)
+            m.latent.source = path
+        else:
+            m.problems['latent'] = _missing(
+                'latent DPM checkpoint', path,
+                f'{demo_hint}, or pass --latent-ckpt')
+    else:
+        m.problems['latent'] = 'no --latent-template given'
+
+    import align
+    try:
+        m.aligner = align.DlibLandmarks(s.predictor)
+        m.aligner.source = m.aligner.path
+    except align.DetectorUnavailableError as e:
+        m.problems['aligner'] = str(e)
+    return m
+
+
+def load_classifier(conf, path):
+    import checkpoint_io
+    from experiment_classifier import ClsModel
+    cls = ClsModel(conf)
+    cls.load_state_dict(checkpoint_io.load_checkpoint(path)['state_dict'])
+    # its own frozen autoencoder copies only serve training: free them
+    del cls.model, cls.ema_model
+    return cls.eval()
+
+
+def inference_only(lit):
+    """Drop the trained (non-EMA) copy: the notebook API renders with
+    ``ema_model`` only (saves one model's memory)."""
+    del lit.model
+    return lit
+
+
+# ----------------------------------------------------------------------
+# images
+# ----------------------------------------------------------------------
+def to_pil(img01: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
+    """A (3, H, W) image in [0, 1] -> PIL, enlarged to ``size`` (nearest:
+    the model's pixels stay visible)."""
+    arr = (img01.detach().float().clamp(0, 1) * 255).round().byte()
+    pil = Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), 'RGB')
+    if size and pil.size[0] < size:
+        pil = pil.resize((size, size), Image.NEAREST)
+    return pil
+
+
+def prepare(models: Models, img: Image.Image, align_face: bool = False):
+    """An uploaded image -> the model's input (1, 3, S, S) in [-1, 1];
+    FFHQ-aligned first when asked (needs align.py's detector)."""
+    if img is None:
+        raise Unavailable('upload an image first')
+    ae = models.need('autoenc')
+    if align_face:
+        import align
+        aligner = models.need('aligner')
+        try:
+            img = align.align_faces(img, aligner, output_size=max(
+                256, ae.conf.img_size))[0]
+        except (align.NoFaceError, align.SeveralFacesError) as e:
+            raise Unavailable(str(e)) from e
+    return cli.to_model_input(img, ae.conf.img_size)[None].to(
+        models.settings.device)
+
+
+@torch.no_grad()
+def encode(models: Models, x: torch.Tensor, progress: bool = False):
+    """(z_sem, inverted x_T) of a prepared image; the last few are cached
+    (moving a slider re-renders without re-encoding)."""
+    key = hashlib.sha1(x.cpu().numpy().tobytes()).hexdigest()
+    if key in models._codes:
+        models._codes.move_to_end(key)
+        return models._codes[key]
+    ae = models.need('autoenc')
+    cond = ae.encode(x)
+    xT = ae.encode_stochastic(x, cond, T=models.settings.T_inv,
+                              progress=progress)
+    models._codes[key] = (cond, xT)
+    while len(models._codes) > 8:
+        models._codes.popitem(last=False)
+    return cond, xT
+
+
+@torch.no_grad()
+def reconstruct(models: Models, img, align_face=False, progress=False):
+    """(the model's input, its reconstruction) as PIL images."""
+    x = prepare(models, img, align_face)
+    cond, xT = encode(models, x, progress)
+    rec = models.autoenc.render(xT, cond, T=models.settings.T,
+                                progress=progress)
+    return to_pil((x[0] + 1) / 2), to_pil(rec[0])
+
+
+@torch.no_grad()
+def manipulate(models: Models, img, amounts: Dict[str, float],
+               align_face=False, progress=False):
+    """The image rendered with z_sem moved along each attribute's
+    classifier direction by its amount (the official notebook's step,
+    one attribute after the other; amount 0 leaves it)."""
+    cls = models.need('classifier')
+    x = prepare(models, img, align_face)
+    cond, xT = encode(models, x, progress)
+    for name, amount in amounts.items():
+        if amount:
+            cond = renderer.manipulate_cond(cond, cls.direction(name),
+                                            float(amount), cls.normalize,
+                                            cls.denormalize)
+    out = models.autoenc.render(xT, cond, T=models.settings.T,
+                                progress=progress)
+    return to_pil(out[0])
+
+
+@torch.no_grad()
+def interpolate(models: Models, img_a, img_b, steps: int = 5,
+                align_face=False, progress=False):
+    """``steps`` images from the reconstruction of ``img_a`` to that of
+    ``img_b`` (z_sem linear, x_T spherical)."""
+    if img_a is None or img_b is None:
+        raise Unavailable('interpolation needs two images: upload both')
+    ae = models.need('autoenc')
+    ca, xa = encode(models, prepare(models, img_a, align_face), progress)
+    cb, xb = encode(models, prepare(models, img_b, align_face), progress)
+    alphas = torch.linspace(0, 1, int(steps)).tolist()
+    imgs = renderer.interpolate(ae.ema_model, ae._sampler(models.settings.T),
+                                ca, xa, cb, xb, alphas, progress=progress)
+    return [to_pil((i + 1) / 2) for i in imgs]
+
+
+@torch.no_grad()
+def sample(models: Models, n: int = 4, seed: int = 0, progress=False):
+    """``n`` unconditional samples (latent DPM -> z_sem -> image)."""
+    lat = models.need('latent')
+    torch.manual_seed(int(seed))
+    imgs = lat.sample(int(n), device=models.settings.device,
+                      T=models.settings.T, T_latent=models.settings.T_latent,
+                      progress=progress)
+    return [to_pil(i) for i in imgs]
