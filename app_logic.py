@@ -18,6 +18,7 @@ from PIL import Image
 
 import cli
 import renderer
+from inference import DiffAE
 
 DEMO = {'template': 'shapes32_autoenc', 'cls_template': 'shapes32_autoenc_cls',
         'latent_template': 'shapes32_autoenc_latent'}
@@ -101,18 +102,15 @@ def _missing(what, path, how):
 def load_models(s: Settings) -> Models:
     """Load what the settings name. A missing file leaves that part out
     and records why (``models.problems``); a wrong file raises."""
-    from experiment import LitModel
     m = Models(settings=s)
     demo_hint = 'run `make demo` to make the demo files'
 
     conf = _conf(s.template, s.base_dir)
     path = s.ckpt or os.path.join(conf.logdir, 'last.ckpt')
     if os.path.isfile(path):
-        m.autoenc = inference_only(LitModel.from_checkpoint(conf, path)).to(
-            s.device)
-        m.autoenc.source = path
+        m.autoenc = DiffAE.from_checkpoint(conf, path).to(s.device)
         for T in (s.T, s.T_inv):  # a bad step count fails now, not later
-            m.autoenc._sampler(T)
+            m.autoenc.sampler(T)
     else:
         m.problems['autoenc'] = _missing(
             'autoencoder checkpoint', path, f'{demo_hint}, or pass --ckpt')
@@ -140,9 +138,7 @@ def load_models(s: Settings) -> Models:
         lconf = _conf(s.latent_template, s.base_dir)
         path = s.latent_ckpt or os.path.join(lconf.logdir, 'last.ckpt')
         if os.path.isfile(path):
-            m.latent = inference_only(
-                LitModel.from_checkpoint(lconf, path)).to(s.device)
-            m.latent.source = path
+            m.latent = DiffAE.from_checkpoint(lconf, path).to(s.device)
         else:
             m.problems['latent'] = _missing(
                 'latent DPM checkpoint', path,
@@ -167,13 +163,6 @@ def load_classifier(conf, path):
     # its own frozen autoencoder copies only serve training: free them
     del cls.model, cls.ema_model
     return cls.eval()
-
-
-def inference_only(lit):
-    """Drop the trained (non-EMA) copy: the notebook API renders with
-    ``ema_model`` only (saves one model's memory)."""
-    del lit.model
-    return lit
 
 
 # ----------------------------------------------------------------------
@@ -265,9 +254,9 @@ def interpolate(models: Models, img_a, img_b, steps: int = 5,
     ca, xa = encode(models, prepare(models, img_a, align_face), progress)
     cb, xb = encode(models, prepare(models, img_b, align_face), progress)
     alphas = torch.linspace(0, 1, int(steps)).tolist()
-    imgs = renderer.interpolate(ae.ema_model, ae._sampler(models.settings.T),
-                                ca, xa, cb, xb, alphas, progress=progress)
-    return [to_pil((i + 1) / 2) for i in imgs]
+    imgs = ae.interpolate(ca, xa, cb, xb, alphas, T=models.settings.T,
+                          progress=progress)
+    return [to_pil(i) for i in imgs]
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 import renderer
+from inference import DiffAE
 
 
 def load_template(name):
@@ -34,14 +35,12 @@ def load_template(name):
 
 
 def load_model(args):
-    from experiment import LitModel
     conf = load_template(args.template)
     if args.latent_infer_path:
         conf.latent_infer_path = args.latent_infer_path
     conf.pretrain = None  # the checkpoint below holds every weight
     path = args.ckpt or os.path.join(conf.logdir, 'last.ckpt')
-    model = LitModel.from_checkpoint(conf, path)
-    return model.to(args.device)
+    return DiffAE.from_checkpoint(conf, path).to(args.device)
 
 
 def to_model_input(img, size):
@@ -130,10 +129,9 @@ def interpolate(args):
     cond = model.encode(x)
     xT = model.encode_stochastic(x, cond, T=args.T_inv, progress=True)
     alphas = torch.linspace(0, 1, args.steps).tolist()
-    imgs = renderer.interpolate(model.ema_model, model._sampler(args.T),
-                                cond[:1], xT[:1], cond[1:], xT[1:], alphas,
-                                progress=True)
-    save_grid([(imgs + 1) / 2], os.path.join(args.out, 'interpolate.png'),
+    imgs = model.interpolate(cond[:1], xT[:1], cond[1:], xT[1:], alphas,
+                             T=args.T, progress=True)
+    save_grid([imgs], os.path.join(args.out, 'interpolate.png'),
               nrow=len(alphas))
 
 

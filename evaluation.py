@@ -208,7 +208,7 @@ def _run_fid(lit, prog: Program) -> Dict[str, float]:
     sampler = conf._make_diffusion_conf(T=prog.T).make_sampler()
     latent_sampler = None
     if prog.T_latent is not None:
-        lit._check_latent_stats()
+        lit.inference.check_latent_stats()
         latent_sampler = conf._make_latent_diffusion_conf(
             T=prog.T_latent).make_sampler()
     score = metrics.evaluate_fid(sampler, lit.ema_model, conf,

@@ -29,6 +29,7 @@ import renderer
 from choices import OptimizerType, TrainMode
 from config import TrainConfig
 from dist_utils import get_world_size
+from inference import DiffAE, missing_latents_message
 
 # the EMA copy is in eval mode on purpose
 warnings.filterwarnings('ignore', message='.*module\\(s\\) in eval mode.*')
@@ -63,17 +64,16 @@ class LitModel(pl.LightningModule):
             self.model.requires_grad_(False)
             self.model.latent_net.requires_grad_(True)
 
+        # training samplers; the eval ones belong to the inference object
         self.sampler = conf.make_diffusion_conf().make_sampler()
-        self.eval_sampler = conf.make_eval_diffusion_conf().make_sampler()
         self.T_sampler = conf.make_T_sampler()
-        if conf.train_mode.use_latent_net():
-            self.latent_sampler = conf.make_latent_diffusion_conf(
-            ).make_sampler()
-            self.eval_latent_sampler = conf.make_latent_eval_diffusion_conf(
-            ).make_sampler()
-        else:
-            self.latent_sampler = None
-            self.eval_latent_sampler = None
+        self.latent_sampler = (conf.make_latent_diffusion_conf(
+        ).make_sampler() if conf.train_mode.use_latent_net() else None)
+        # the notebook API (encode/render/sample) on this module's EMA
+        # weights: not a submodule, so the checkpoint keys stay official
+        self.inference = DiffAE(conf, weights=self)
+        self.eval_sampler = self.inference.eval_sampler
+        self.eval_latent_sampler = self.inference.eval_latent_sampler
 
         # fixed noise: sample grids are comparable over training
         self.register_buffer(
@@ -157,81 +157,35 @@ class LitModel(pl.LightningModule):
         return model
 
     # ------------------------------------------------------------------
-    # the notebook API (always through the EMA model)
+    # the notebook API: inference.DiffAE on this module's EMA weights
     # ------------------------------------------------------------------
     def normalize(self, cond):
-        return (cond - self.conds_mean.to(cond.device)) / self.conds_std.to(
-            cond.device)
+        return self.inference.normalize(cond)
 
     def denormalize(self, cond):
-        return (cond * self.conds_std.to(cond.device)) + self.conds_mean.to(
-            cond.device)
+        return self.inference.denormalize(cond)
 
-    def _sampler(self, T):
-        if T is None:
-            return self.eval_sampler
-        return self.conf._make_diffusion_conf(T).make_sampler()
-
-    def _latent_sampler(self, T):
-        if T is None:
-            return self.eval_latent_sampler
-        return self.conf._make_latent_diffusion_conf(T).make_sampler()
-
-    @torch.no_grad()
     def sample(self, N, device, T=None, T_latent=None, progress=False):
-        """N unconditional images in [0, 1]. The image noise is drawn
-        first, then the latent noise (same seed => same images as the
-        reference)."""
-        self._check_latent_stats()
-        noise = torch.randn(N, 3, self.conf.img_size, self.conf.img_size,
-                            device=device)
-        pred = renderer.render_uncondition(
-            self.conf, self.ema_model, noise, sampler=self._sampler(T),
-            latent_sampler=self._latent_sampler(T_latent)
-            if self.conf.train_mode.use_latent_net() else None,
-            conds_mean=self.conds_mean, conds_std=self.conds_std,
-            progress=progress)
-        return (pred + 1) / 2
+        """N unconditional images in [0, 1] (see DiffAE.sample)."""
+        return self.inference.sample(N, device, T, T_latent, progress)
 
-    @torch.no_grad()
     def render(self, noise, cond=None, T=None, progress=False):
-        """Decode x_T ``noise`` with z_sem ``cond`` into images in
-        [0, 1]."""
-        sampler = self._sampler(T)
-        if cond is not None:
-            pred = renderer.render_condition(self.conf, self.ema_model, noise,
-                                             sampler=sampler, cond=cond,
-                                             progress=progress)
-        else:
-            pred = renderer.render_uncondition(self.conf, self.ema_model,
-                                               noise, sampler=sampler,
-                                               latent_sampler=None,
-                                               progress=progress)
-        return (pred + 1) / 2
+        """Decode x_T and z_sem into images in [0, 1] (DiffAE.render)."""
+        return self.inference.render(noise, cond, T, progress)
 
-    @torch.no_grad()
     def encode(self, x):
-        """Images in [-1, 1] -> z_sem (N, style_ch)."""
-        assert self.conf.model_type.has_autoenc(), 'not an autoencoder'
-        return self.ema_model.encoder.forward(x)
+        """Images in [-1, 1] -> z_sem (DiffAE.encode)."""
+        return self.inference.encode(x)
 
-    @torch.no_grad()
     def encode_stochastic(self, x, cond, T=None, progress=False):
-        """Images in [-1, 1] and their z_sem -> x_T (DDIM inversion)."""
-        return renderer.encode_stochastic(self.ema_model, self._sampler(T), x,
-                                          cond, progress=progress)
+        """Images and their z_sem -> x_T (DiffAE.encode_stochastic)."""
+        return self.inference.encode_stochastic(x, cond, T, progress)
 
     def forward(self, noise=None, x_start=None, ema_model: bool = False):
         model = self.ema_model if ema_model else self.model
         with torch.no_grad():
             return self.eval_sampler.sample(model=model, noise=noise,
                                             x_start=x_start)
-
-    def _check_latent_stats(self):
-        c = self.conf
-        if c.train_mode.use_latent_net() and c.latent_znormalize:
-            if self.conds_mean is None or torch.isnan(self.conds_mean).any():
-                raise RuntimeError(_missing_latents_message(self.conf))
 
     # ------------------------------------------------------------------
     # data
@@ -282,7 +236,7 @@ class LitModel(pl.LightningModule):
         from dataset import ResumableDataLoader, ResumableSampler
         if self.conf.train_mode.require_dataset_infer():
             if self.conds is None:
-                raise RuntimeError(_missing_latents_message(self.conf))
+                raise RuntimeError(missing_latents_message(self.conf))
             print('latents:', tuple(self.conds.shape),
                   'mean of mean:', self.conds_mean.mean().item(),
                   'mean of std:', self.conds_std.mean().item())
@@ -530,15 +484,6 @@ class LitModel(pl.LightningModule):
 def _gather_images(module, x):
     x = module.all_gather(x)
     return x.flatten(0, 1) if x.dim() == 5 else x
-
-
-def _missing_latents_message(conf):
-    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
-            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
-            "running the 'infer' eval program on the autoencoder template, "
-            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
-            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
-            "checkpoints/<autoencoder name>/latent.pkl).")
 
 
 def _float_tensors(module: torch.nn.Module):

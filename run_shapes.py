@@ -28,9 +28,10 @@ import dataset as D
 import evaluation
 import hardware
 import renderer
-from experiment import LitModel, train
+from experiment import train
 from experiment_classifier import ClsModel, train_cls
 from grids import save_labelled_grid
+from inference import DiffAE
 from templates import shapes32_autoenc
 from templates_cls import shapes32_autoenc_cls
 from templates_latent import shapes32_autoenc_latent
@@ -209,10 +210,9 @@ def samples_report(args, lit, n=16):
 def interpolation_report(args, lit, cond, xT, n=8):
     """From the first image to the second: z_sem lerp, x_T slerp."""
     alphas = torch.linspace(0, 1, n).tolist()
-    inter = renderer.interpolate(lit.ema_model, lit._sampler(args.T),
-                                 cond[:1], xT[:1], cond[1:2], xT[1:2],
-                                 alphas)
-    save_labelled_grid(f'{args.out}/interpolation.png', [(inter + 1) / 2],
+    inter = lit.interpolate(cond[:1], xT[:1], cond[1:2], xT[1:2], alphas,
+                            T=args.T)
+    save_labelled_grid(f'{args.out}/interpolation.png', [inter],
                        col_labels=[f'{a:.2f}' for a in alphas],
                        title='Interpolation, alpha from image 1 to image 2')
 
@@ -273,7 +273,7 @@ def report(args, summary):
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     lat_conf = configure(shapes32_autoenc_latent(), args)
-    lit = LitModel.from_checkpoint(lat_conf)
+    lit = DiffAE.from_checkpoint(lat_conf)
     data = D.ShapesAttrDataset(path=lat_conf.data_dir or lit.conf.data_path,
                                image_size=lat_conf.img_size)
     x = torch.stack([data[i]['img'] for i in range(4 if args.quick else 8)])

@@ -181,7 +181,7 @@ def test_interpolation_endpoints_reproduce_the_inputs():
     the former atol=1e-4 failed on some CPUs although the inputs are exact
     (test above)."""
     lit, cond, xT = tiny_inverted()
-    sampler = lit._sampler(10)
+    sampler = lit.inference.sampler(10)
     out = renderer.interpolate(lit.ema_model, sampler, cond[:1], xT[:1],
                                cond[1:], xT[1:], [0.0, 0.5, 1.0])
     recon = sampler.sample(lit.ema_model, noise=xT, cond=cond)

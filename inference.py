@@ -1,0 +1,221 @@
+"""A trained DiffAE as the paper uses it: encode images into z_sem (and the
+stochastic x_T), decode (z_sem, x_T) back into images, sample new ones
+through the latent DPM. Always through the EMA model, as the official
+notebooks do.
+
+``DiffAE`` is what rendering, evaluation, the classifier, the command line,
+the web page and the demo take. ``LitModel.encode`` / ``render`` / ... (the
+official notebook API) delegate to the ``DiffAE`` of the LitModel, so both
+give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
+``sample`` return [0, 1] (as the reference).
+
+    model = DiffAE.from_checkpoint(ffhq256_autoenc())  # checkpoints/<name>/
+    cond = model.encode(x)                             # z_sem (N, 512)
+    xT = model.encode_stochastic(x, cond, T=250)
+    img = model.render(xT, cond, T=20)
+"""
+import os
+from typing import Optional
+
+import torch
+from torch import nn
+
+import checkpoint_io
+import renderer
+from config import TrainConfig
+from diffusion import Sampler
+
+
+def missing_latents_message(conf: TrainConfig) -> str:
+    """What to run when a latent model's ``latent.pkl`` is missing."""
+    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
+            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
+            "running the 'infer' eval program on the autoencoder template, "
+            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
+            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
+            "checkpoints/<autoencoder name>/latent.pkl).")
+
+
+def load_latent_file(path: str, style_ch: int):
+    """``(conds, conds_mean, conds_std)`` of an inferred ``latent.pkl``
+    (the official layout), checked against the template's z_sem width:
+    conds (N, style_ch), statistics (1, style_ch) float32."""
+    state = checkpoint_io.load_checkpoint(path)
+    if not isinstance(state, dict) or not {
+            'conds', 'conds_mean', 'conds_std'} <= set(state):
+        found = sorted(state) if isinstance(state, dict) else type(
+            state).__name__
+        raise ValueError(
+            f"latent file '{path}' is not an inferred-latent file: expected "
+            f"the keys 'conds', 'conds_mean', 'conds_std' (written by the "
+            f"'infer' eval program), found {found}")
+    conds = state['conds']
+    mean = torch.as_tensor(state['conds_mean']).reshape(1, -1).float()
+    std = torch.as_tensor(state['conds_std']).reshape(1, -1).float()
+    if conds.dim() != 2 or conds.shape[1] != style_ch or \
+            mean.shape[1] != style_ch or std.shape[1] != style_ch:
+        raise ValueError(
+            f"latent file '{path}' holds z_sem of shape "
+            f'{tuple(conds.shape)} (statistics {tuple(mean.shape)}), but '
+            f'this template expects (N, {style_ch}) (conf.style_ch='
+            f'{style_ch}): it was inferred with another autoencoder')
+    return conds, mean, std
+
+
+class DiffAEWeights(nn.Module):
+    """What inference needs of a checkpoint: the EMA model and the z_sem
+    statistics of a latent model. Its state-dict keys are those of the
+    official checkpoints (``ema_model.*``, ``conds_mean``, ``conds_std``),
+    so it loads from ``last.ckpt`` directly."""
+
+    def __init__(self, conf: TrainConfig):
+        super().__init__()
+        self.ema_model = conf.make_model_conf().make_model()
+        self.ema_model.requires_grad_(False)
+        self.ema_model.eval()
+        if conf.latent_infer_path is not None:
+            nan = torch.full((1, conf.style_ch), float('nan'))
+            self.register_buffer('conds_mean', nan.clone())
+            self.register_buffer('conds_std', nan.clone())
+
+
+class DiffAE:
+    """Encoder, decoder and samplers of a trained DiffAE (or DDIM) model.
+
+    ``weights`` is the module that owns ``ema_model`` (and ``conds_mean``
+    / ``conds_std`` for latent models): a ``DiffAEWeights`` or a
+    ``LitModel``; they are read at every call, so moving or reloading the
+    owner is seen here."""
+
+    def __init__(self, conf: TrainConfig, weights: nn.Module):
+        self.conf = conf
+        self.weights = weights
+        self.eval_sampler = conf.make_eval_diffusion_conf().make_sampler()
+        self.eval_latent_sampler = (
+            conf.make_latent_eval_diffusion_conf().make_sampler()
+            if conf.train_mode.use_latent_net() else None)
+
+    @classmethod
+    def from_checkpoint(cls, conf: TrainConfig, path: Optional[str] = None,
+                        map_location='cpu') -> 'DiffAE':
+        """The model of template ``conf`` with the EMA weights (and latent
+        statistics) of ``path`` (default ``<logdir>/last.ckpt``), every key
+        verified; the training-only weights are not loaded."""
+        path = path or os.path.join(conf.logdir, 'last.ckpt')
+        weights = DiffAEWeights(conf)
+        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
+        own = ('ema_model.', 'conds_mean', 'conds_std')
+        checkpoint_io.load_state_verified(
+            weights, {k: v for k, v in state['state_dict'].items()
+                      if k.startswith(own)}, source=f'checkpoint {path}')
+        model = cls(conf, weights)
+        model.source = path
+        return model
+
+    # -- the weights -----------------------------------------------------
+    @property
+    def ema_model(self) -> nn.Module:
+        return self.weights.ema_model
+
+    @property
+    def conds_mean(self) -> Optional[torch.Tensor]:
+        return getattr(self.weights, 'conds_mean', None)
+
+    @property
+    def conds_std(self) -> Optional[torch.Tensor]:
+        return getattr(self.weights, 'conds_std', None)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.ema_model.parameters()).device
+
+    def to(self, device) -> 'DiffAE':
+        self.weights.to(device)
+        return self
+
+    def check_latent_stats(self):
+        """Raise with what to run when a latent model lacks its z_sem
+        statistics (``latent.pkl``)."""
+        c = self.conf
+        if c.train_mode.use_latent_net() and c.latent_znormalize:
+            if self.conds_mean is None or torch.isnan(self.conds_mean).any():
+                raise RuntimeError(missing_latents_message(c))
+
+    # -- samplers ----------------------------------------------------------
+    def sampler(self, T: Optional[int] = None) -> Sampler:
+        """The DDIM sampler of ``T`` steps (None: conf.T_eval)."""
+        if T is None:
+            return self.eval_sampler
+        return self.conf._make_diffusion_conf(T).make_sampler()
+
+    def latent_sampler(self, T: Optional[int] = None) -> Sampler:
+        """The latent DPM's sampler of ``T`` steps (None:
+        conf.latent_T_eval)."""
+        if T is None:
+            return self.eval_latent_sampler
+        return self.conf._make_latent_diffusion_conf(T).make_sampler()
+
+    # -- z_sem normalisation (latent models) ---------------------------------
+    def normalize(self, cond):
+        return (cond - self.conds_mean.to(cond.device)) / self.conds_std.to(
+            cond.device)
+
+    def denormalize(self, cond):
+        return (cond * self.conds_std.to(cond.device)) + self.conds_mean.to(
+            cond.device)
+
+    # -- the paper's operations ---------------------------------------------
+    @torch.no_grad()
+    def encode(self, x):
+        """Images in [-1, 1] -> z_sem (N, style_ch)."""
+        if not self.conf.model_type.has_autoenc():
+            raise ValueError(f'template {self.conf.name!r} has no semantic '
+                             'encoder (a DDIM model): use an *_autoenc one')
+        return self.ema_model.encoder(x)
+
+    @torch.no_grad()
+    def encode_stochastic(self, x, cond, T=None, progress=False):
+        """Images in [-1, 1] and their z_sem -> x_T (DDIM inversion)."""
+        return renderer.encode_stochastic(self.ema_model, self.sampler(T), x,
+                                          cond, progress=progress)
+
+    @torch.no_grad()
+    def render(self, noise, cond=None, T=None, progress=False):
+        """Decode x_T ``noise`` with z_sem ``cond`` into images in [0, 1]
+        (``cond`` None: an unconditional DDIM model)."""
+        sampler = self.sampler(T)
+        if cond is not None:
+            pred = renderer.render_condition(self.conf, self.ema_model, noise,
+                                             sampler=sampler, cond=cond,
+                                             progress=progress)
+        else:
+            pred = renderer.render_uncondition(self.conf, self.ema_model,
+                                               noise, sampler=sampler,
+                                               latent_sampler=None,
+                                               progress=progress)
+        return (pred + 1) / 2
+
+    @torch.no_grad()
+    def sample(self, N, device, T=None, T_latent=None, progress=False):
+        """N unconditional images in [0, 1]. The image noise is drawn
+        first, then the latent noise (same seed => same images as the
+        reference)."""
+        self.check_latent_stats()
+        noise = torch.randn(N, 3, self.conf.img_size, self.conf.img_size,
+                            device=device)
+        pred = renderer.render_uncondition(
+            self.conf, self.ema_model, noise, sampler=self.sampler(T),
+            latent_sampler=self.latent_sampler(T_latent)
+            if self.conf.train_mode.use_latent_net() else None,
+            conds_mean=self.conds_mean, conds_std=self.conds_std,
+            progress=progress)
+        return (pred + 1) / 2
+
+    @torch.no_grad()
+    def interpolate(self, cond_a, xT_a, cond_b, xT_b, alphas, T=None,
+                    progress=False):
+        """Images in [0, 1] between two encoded images (z_sem lerp, x_T
+        slerp; see renderer.interpolate)."""
+        return (renderer.interpolate(self.ema_model, self.sampler(T), cond_a,
+                                     xT_a, cond_b, xT_b, alphas,
+                                     progress=progress) + 1) / 2
