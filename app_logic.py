@@ -17,7 +17,9 @@ import torch
 from PIL import Image
 
 import cli
+import align
 import renderer
+from experiment_classifier import ClsModel
 from inference import DiffAE
 
 DEMO = {'template': 'shapes32_autoenc', 'cls_template': 'shapes32_autoenc_cls',
@@ -119,7 +121,7 @@ def load_models(s: Settings) -> Models:
         cconf = _conf(s.cls_template, s.base_dir)
         path = s.cls_ckpt or os.path.join(cconf.logdir, 'last.ckpt')
         if os.path.isfile(path):
-            m.classifier = load_classifier(cconf, path).to(s.device)
+            m.classifier = ClsModel.from_checkpoint(cconf, path).to(s.device)
             m.classifier.source = path
             if m.autoenc is not None and \
                     m.classifier.conf.style_ch != conf.style_ch:
@@ -145,24 +147,12 @@ def load_models(s: Settings) -> Models:
                 f'{demo_hint}, or pass --latent-ckpt')
     else:
         m.problems['latent'] = 'no --latent-template given'
-
-    import align
     try:
         m.aligner = align.DlibLandmarks(s.predictor)
         m.aligner.source = m.aligner.path
     except align.DetectorUnavailableError as e:
         m.problems['aligner'] = str(e)
     return m
-
-
-def load_classifier(conf, path):
-    import checkpoint_io
-    from experiment_classifier import ClsModel
-    cls = ClsModel(conf)
-    cls.load_state_dict(checkpoint_io.load_checkpoint(path)['state_dict'])
-    # its own frozen autoencoder copies only serve training: free them
-    del cls.model, cls.ema_model
-    return cls.eval()
 
 
 # ----------------------------------------------------------------------
@@ -185,7 +175,6 @@ def prepare(models: Models, img: Image.Image, align_face: bool = False):
         raise Unavailable('upload an image first')
     ae = models.need('autoenc')
     if align_face:
-        import align
         aligner = models.need('aligner')
         try:
             img = align.align_faces(img, aligner, output_size=max(

@@ -18,16 +18,21 @@ import os
 import sys
 
 import torch
+from PIL import Image
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
+import align
 import renderer
+import templates_cls
+import templates_latent
+from dataset import make_transform
+from dataset_util import to_rgb
+from experiment_classifier import ClsModel
 from inference import DiffAE
 
 
 def load_template(name):
-    import templates_cls
-    import templates_latent
     for module in (templates_latent, templates_cls):
         if hasattr(module, name) and callable(getattr(module, name)):
             return getattr(module, name)()
@@ -45,22 +50,13 @@ def load_model(args):
 
 def to_model_input(img, size):
     """A PIL image -> (3, size, size) tensor in [-1, 1]: resized and
-    center-cropped to ``size``."""
-    from torchvision import transforms
-    from dataset_util import to_rgb
-    tf = transforms.Compose([
-        transforms.Resize(size),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    ])
-    return tf(to_rgb(img))
+    center-cropped to ``size`` (the datasets' own transform, no flip)."""
+    return make_transform(size, flip_prob=0)(to_rgb(img))
 
 
 def load_images(paths, size, aligner=None):
     """Images in [-1, 1], resized and center-cropped to ``size``; with an
     ``aligner`` (align.py's detector), FFHQ-aligned first."""
-    from PIL import Image
     out = []
     for p in paths:
         if not os.path.isfile(p):
@@ -71,7 +67,6 @@ def load_images(paths, size, aligner=None):
         except Exception as e:  # noqa: BLE001 (report which file)
             raise SystemExit(f'cannot read image {p}: {e}')
         if aligner is not None:
-            import align
             try:
                 img = align.align_faces(align.open_photo(p), aligner,
                                         output_size=max(size, 256),
@@ -86,7 +81,6 @@ def make_aligner(args):
     """align.py's face detector when --align is given, else None."""
     if not getattr(args, 'align', False):
         return None
-    import align
     try:
         return align.DlibLandmarks(args.predictor)
     except align.DetectorUnavailableError as e:
@@ -137,15 +131,9 @@ def interpolate(args):
 
 @torch.no_grad()
 def manipulate(args):
-    from experiment_classifier import ClsModel
-    import checkpoint_io
     model = load_model(args)
-    cls_conf = load_template(args.cls_template)
-    cls_conf.pretrain = None
-    cls = ClsModel(cls_conf)
-    path = args.cls_ckpt or os.path.join(cls_conf.logdir, 'last.ckpt')
-    cls.load_state_dict(checkpoint_io.load_checkpoint(path)['state_dict'])
-    cls.to(args.device)
+    cls = ClsModel.from_checkpoint(load_template(args.cls_template),
+                                   args.cls_ckpt).to(args.device)
     direction = cls.direction(args.attribute)
     x = load_images(args.images, model.conf.img_size,
                     make_aligner(args)).to(args.device)

@@ -428,3 +428,11 @@ def _section_counts(gen_type: GenerativeType, T: int):
     if gen_type == GenerativeType.ddim:
         return f'ddim{T}'
     raise NotImplementedError(gen_type)
+
+
+def is_time(num_samples, every, step_size):
+    """Whether ``num_samples`` just crossed a multiple of ``every`` (the
+    last step advanced by ``step_size`` samples): the *_every_samples
+    intervals count samples, as the reference."""
+    closest = (num_samples // every) * every
+    return num_samples - closest < step_size

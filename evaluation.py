@@ -12,6 +12,7 @@ Grammar of ``conf.eval_programs`` entries (as the official code):
     recon<T>           LPIPS/MSE/SSIM/PSNR of reconstructions, random x_T
     inv<T>             ... with x_T from DDIM inversion
 """
+import json
 import os
 import re
 import warnings
@@ -20,9 +21,15 @@ from typing import Dict, List, Optional, Tuple
 
 import scipy.stats
 import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
 
 import checkpoint_io
+import metrics
+from config import is_time
 from dist_utils import get_world_size
+from lmdb_writer import LMDBImageWriter
 
 GRAMMAR = ('infer | infer+render<T> | fid<T> | fid(<T>,<T_latent>) | '
            'fidclip(<T>,<T_latent>) | recon<T> | inv<T>   (T: integers, '
@@ -90,16 +97,13 @@ def infer_whole_dataset(lit, with_render=False, T_render=None,
     model.eval()
     writer = None
     if with_render:
-        from lmdb_writer import LMDBImageWriter
-        sampler = conf._make_diffusion_conf(T_render
-                                            or conf.T_eval).make_sampler()
+        sampler = lit.inference.sampler(T_render or conf.T_eval)
         if lit.global_rank == 0:
             writer = LMDBImageWriter(render_save_path, format='webp',
                                      quality=100)
             writer.__enter__()
     conds = torch.zeros(n, conf.style_ch)
     written = 0
-    from tqdm.auto import tqdm
     for batch in tqdm(loader, desc='infer', disable=lit.global_rank != 0):
         img = batch['img'].to(lit.device)
         idx = batch['index'].to(lit.device)
@@ -131,8 +135,6 @@ def infer_whole_dataset(lit, with_render=False, T_render=None,
 
 
 def _ordered_loader(conf, data):
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
     sampler = None
     if torch.distributed.is_available() and \
             torch.distributed.is_initialized():
@@ -192,25 +194,15 @@ def run_programs(lit) -> Dict[str, float]:
     return scores
 
 
-def _datasets(lit):
-    data = getattr(lit, 'train_data', None)
-    if data is None:
-        data = lit.conf.make_dataset()
-        lit.train_data = lit.val_data = data
-    return lit.train_data, lit.val_data
-
-
 def _run_fid(lit, prog: Program) -> Dict[str, float]:
-    import metrics
     conf = lit.conf.clone()
     conf.eval_num_images = conf.eval_program_num_images
-    train_data, val_data = _datasets(lit)
-    sampler = conf._make_diffusion_conf(T=prog.T).make_sampler()
+    train_data, val_data = lit.eval_datasets()
+    sampler = lit.inference.sampler(prog.T)
     latent_sampler = None
     if prog.T_latent is not None:
         lit.inference.check_latent_stats()
-        latent_sampler = conf._make_latent_diffusion_conf(
-            T=prog.T_latent).make_sampler()
+        latent_sampler = lit.inference.latent_sampler(prog.T_latent)
     score = metrics.evaluate_fid(sampler, lit.ema_model, conf,
                                  device=lit.device, train_data=train_data,
                                  val_data=val_data,
@@ -227,11 +219,10 @@ def _run_fid(lit, prog: Program) -> Dict[str, float]:
 
 
 def _run_lpips(lit, prog: Program) -> Dict[str, float]:
-    import metrics
     conf = lit.conf.clone()
-    _, val_data = _datasets(lit)
+    _, val_data = lit.eval_datasets()
     conf.eval_num_images = len(val_data)
-    sampler = conf._make_diffusion_conf(T=prog.T).make_sampler()
+    sampler = lit.inference.sampler(prog.T)
     inv = prog.kind == 'inv'
     score = metrics.evaluate_lpips(sampler, lit.ema_model, conf,
                                    device=lit.device, val_data=val_data,
@@ -251,7 +242,6 @@ def evaluate_during_training(lit):
     """FID/LPIPS every conf.eval_every_samples (online model) and
     conf.eval_ema_every_samples (EMA model), as the reference; skipped
     with one warning when the metric weights are not installed."""
-    from experiment import is_time
     conf = lit.conf
     n = lit.num_samples
     due = n > 0 and conf.eval_every_samples > 0 and is_time(
@@ -260,7 +250,6 @@ def evaluate_during_training(lit):
         n, conf.eval_ema_every_samples, conf.batch_size_effective)
     if not (due or due_ema):
         return
-    import metrics
     missing = metrics.missing_weights(conf)
     if missing:
         global _warned_no_weights
@@ -269,7 +258,7 @@ def evaluate_during_training(lit):
                           f'{missing}')
             _warned_no_weights = True
         return
-    train_data, val_data = _datasets(lit)
+    train_data, val_data = lit.eval_datasets()
     latent_sampler = lit.eval_latent_sampler
     for model, postfix, run in ((lit.model, '', due),
                                 (lit.ema_model, '_ema', due_ema)):
@@ -291,7 +280,6 @@ def evaluate_during_training(lit):
                                    conds_std=lit.conds_std)
         _log_scalar(lit, f'FID{postfix}', fid)
         if lit.global_rank == 0:
-            import json
             os.makedirs(conf.logdir, exist_ok=True)
             with open(os.path.join(conf.logdir, 'eval.txt'), 'a') as f:
                 f.write(json.dumps({f'FID{postfix}': fid,

@@ -18,16 +18,19 @@ import torch
 from pytorch_lightning import loggers as pl_loggers
 from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint,
                                          TQDMProgressBar)
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import make_grid, save_image
 
 import checkpoint_io
+import evaluation
 import hardware
 import launcher
 import renderer
 from choices import OptimizerType, TrainMode
-from config import TrainConfig
+from config import TrainConfig, is_time
+from dataset import ResumableDataLoader, ResumableSampler
 from dist_utils import get_world_size
 from inference import DiffAE, missing_latents_message
 
@@ -212,6 +215,13 @@ class LitModel(pl.LightningModule):
             self.model.to(memory_format=torch.channels_last)
             self.ema_model.to(memory_format=torch.channels_last)
 
+    def eval_datasets(self):
+        """(train, val) datasets of the FID/LPIPS evaluations: the
+        training set (as the reference), loaded once."""
+        if getattr(self, 'train_data', None) is None:
+            self.train_data = self.val_data = self.conf.make_dataset()
+        return self.train_data, self.val_data
+
     @property
     def batch_size(self):
         """Per-process batch size (conf.batch_size is global)."""
@@ -233,7 +243,6 @@ class LitModel(pl.LightningModule):
     def train_dataloader(self):
         """Shuffled training batches (per process), in an order that a
         resumed run continues exactly (see dataset.ResumableSampler)."""
-        from dataset import ResumableDataLoader, ResumableSampler
         if self.conf.train_mode.require_dataset_infer():
             if self.conds is None:
                 raise RuntimeError(missing_latents_message(self.conf))
@@ -341,7 +350,6 @@ class LitModel(pl.LightningModule):
         self._maybe_evaluate()
 
     def _maybe_evaluate(self):
-        import evaluation
         evaluation.evaluate_during_training(self)
 
     def configure_optimizers(self):
@@ -466,7 +474,6 @@ class LitModel(pl.LightningModule):
     # eval programs (train(conf, gpus, mode='eval'))
     # ------------------------------------------------------------------
     def test_step(self, batch, batch_idx):
-        import evaluation
         if batch_idx != 0:
             return
         for name, value in evaluation.run_programs(self).items():
@@ -476,7 +483,6 @@ class LitModel(pl.LightningModule):
                             render_save_path=None):
         """z_sem of every image of the training set, in dataset order
         (also under DDP), as a float32 (N, C) tensor on the CPU."""
-        import evaluation
         return evaluation.infer_whole_dataset(self, with_render, T_render,
                                               render_save_path)
 
@@ -544,13 +550,6 @@ class StepProgressBar(TQDMProgressBar):
             bar.n = n
             bar.refresh()
             bar.set_postfix(self.get_metrics(trainer, pl_module))
-
-
-def is_time(num_samples, every, step_size):
-    """Whether ``num_samples`` just crossed a multiple of ``every`` (the
-    last step advanced by ``step_size`` samples)."""
-    closest = (num_samples // every) * every
-    return num_samples - closest < step_size
 
 
 def resolve_devices(gpus, accelerator: Optional[str] = None):
@@ -628,7 +627,6 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         raise ValueError("mode='eval' needs conf.eval_programs, e.g. "
                          "['infer'] or ['fid(10,10)']")
     if mode == 'eval':
-        import evaluation
         evaluation.parse_programs(conf.eval_programs)
 
     model = LitModel(conf)
@@ -656,7 +654,6 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
                                              version='')
     strategy = 'auto'
     if n_proc > 1:
-        from pytorch_lightning.strategies import DDPStrategy
         strategy = DDPStrategy(find_unused_parameters=False)
     trainer = pl.Trainer(
         max_steps=max_steps or conf.total_samples // conf.batch_size_effective,

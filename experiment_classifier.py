@@ -20,15 +20,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import checkpoint_io
+import dataset
 import launcher
 from choices import ManipulateLossType, ManipulateMode
 from config import TrainConfig, data_paths
 from experiment import ema_update, resolve_devices
+from inference import DiffAE, load_latent_file, zdenormalize, znormalize
 
 
 def attribute_names(mode: ManipulateMode, cls_name: Optional[str] = None):
     """The attributes a classifier of ``mode`` predicts, in output order."""
-    import dataset
     if mode in (ManipulateMode.celebahq_all, ):
         return list(dataset.CelebAttrDataset.id_to_cls)
     if mode == ManipulateMode.shapes_all:
@@ -54,21 +55,15 @@ class ClsModel(pl.LightningModule):
             pl.seed_everything(conf.seed, verbose=False)
         self.save_hyperparameters(conf.as_dict_jsonable())
         self.conf = conf
-
-        # the (frozen) autoencoder, only needed to encode training images
-        self.model = conf.make_model_conf().make_model()
-        self.ema_model = copy.deepcopy(self.model)
-        self.model.requires_grad_(False)
-        self.ema_model.requires_grad_(False)
-        self.ema_model.eval()
-        if conf.pretrain is not None and os.path.exists(conf.pretrain.path):
-            self.load_autoencoder(conf.pretrain.path)
+        # the frozen autoencoder (inference.DiffAE of conf.pretrain) only
+        # encodes the training images: loaded by setup() for training, not
+        # part of the classifier or its checkpoints
+        self.autoencoder = None
 
         if conf.manipulate_znormalize:
             path = conf.latent_infer_path
             if path is not None and os.path.exists(path):
-                state = checkpoint_io.load_checkpoint(path)
-                mean, std = state['conds_mean'], state['conds_std']
+                _, mean, std = load_latent_file(path, conf.style_ch)
             else:
                 # filled by the classifier checkpoint's buffers
                 mean = torch.zeros(conf.style_ch)
@@ -85,23 +80,27 @@ class ClsModel(pl.LightningModule):
         self.classifier = nn.Linear(conf.style_ch, len(self.id_to_cls))
         self.ema_classifier = copy.deepcopy(self.classifier)
 
+    @classmethod
+    def from_checkpoint(cls, conf: TrainConfig, path: Optional[str] = None
+                        ) -> 'ClsModel':
+        """The classifier of template ``conf`` with the weights of
+        ``path`` (default ``<logdir>/last.ckpt``), verified, in eval
+        mode."""
+        path = path or os.path.join(conf.logdir, 'last.ckpt')
+        model = cls(conf)
+        model.load_state_dict(checkpoint_io.load_checkpoint(path)[
+            'state_dict'])
+        model.source = path
+        return model.eval()
+
     def load_autoencoder(self, path):
-        """The autoencoder's weights from its training checkpoint."""
-        sd = checkpoint_io.load_checkpoint(path)['state_dict']
-        for name in ('model', 'ema_model'):
-            sub = {k[len(name) + 1:]: v for k, v in sd.items()
-                   if k.startswith(name + '.')}
-            checkpoint_io.load_state_verified(
-                getattr(self, name), sub,
-                source=f'autoencoder checkpoint {path} ({name})',
-                allow_missing=('latent_net.', ),
-                allow_unexpected=('latent_net.', ))
+        """The frozen autoencoder (EMA weights of its checkpoint) that
+        encodes the training images."""
+        conf = self.conf.clone()
+        conf.latent_infer_path = None
+        self.autoencoder = DiffAE.from_checkpoint(conf, path).to(self.device)
 
     # -- checkpoints hold the classifier only ---------------------------
-    def state_dict(self, *args, **kwargs):
-        return {k: v for k, v in super().state_dict(*args, **kwargs).items()
-                if not k.startswith(('model.', 'ema_model.'))}
-
     def load_state_dict(self, state_dict, strict: bool = True, assign=False):
         """Loads a classifier checkpoint (which holds no autoencoder);
         every classifier key must match (strict or not)."""
@@ -116,16 +115,10 @@ class ClsModel(pl.LightningModule):
 
     # -- the notebook API ------------------------------------------------
     def normalize(self, cond):
-        if self.conds_mean is None:
-            return cond
-        return (cond - self.conds_mean.to(cond.device)) / self.conds_std.to(
-            cond.device)
+        return znormalize(cond, self.conds_mean, self.conds_std)
 
     def denormalize(self, cond):
-        if self.conds_mean is None:
-            return cond
-        return (cond * self.conds_std.to(cond.device)) + self.conds_mean.to(
-            cond.device)
+        return zdenormalize(cond, self.conds_mean, self.conds_std)
 
     def direction(self, cls_name: str) -> torch.Tensor:
         """The classifier weight of attribute ``cls_name`` (normalised
@@ -137,7 +130,6 @@ class ClsModel(pl.LightningModule):
 
     # -- training --------------------------------------------------------
     def load_dataset(self):
-        import dataset
         c = self.conf
         if c.manipulate_mode == ManipulateMode.celebahq_all:
             return dataset.CelebHQAttrDataset(
@@ -160,9 +152,8 @@ class ClsModel(pl.LightningModule):
         loader = DataLoader(data, batch_size=batch_size, shuffle=False,
                             num_workers=0)
         conds, labels = [], []
-        self.ema_model.eval()
         for batch in loader:
-            conds.append(self.ema_model.encoder(batch['img'].to(
+            conds.append(self.autoencoder.encode(batch['img'].to(
                 self.device)).float().cpu())
             labels.append(batch['labels'].reshape(len(batch['img']), -1))
         return torch.cat(conds), torch.cat(labels)
@@ -176,6 +167,15 @@ class ClsModel(pl.LightningModule):
                 f'{self._missing_stats!r}: run the infer eval program on the '
                 "autoencoder first (conf.eval_programs = ['infer']; "
                 "train(conf, gpus, mode='eval'))")
+        if self.autoencoder is None:
+            path = self.conf.pretrain.path if self.conf.pretrain else None
+            if not path or not os.path.exists(path):
+                raise FileNotFoundError(
+                    f'the classifier trains on z_sem of its autoencoder, '
+                    f'conf.pretrain = {path!r}, which does not exist: train '
+                    'the autoencoder template first (or point '
+                    'conf.pretrain.path at its last.ckpt)')
+            self.load_autoencoder(path)
         conds, labels = self.encode_dataset(self.load_dataset())
         self.train_data = TensorDataset(conds, labels)
 

@@ -62,6 +62,21 @@ def load_latent_file(path: str, style_ch: int):
     return conds, mean, std
 
 
+def znormalize(cond, mean, std):
+    """z_sem into the normalised space of ``mean``/``std`` (latent DPM and
+    classifier); identity when there are no statistics."""
+    if mean is None:
+        return cond
+    return (cond - mean.to(cond.device)) / std.to(cond.device)
+
+
+def zdenormalize(cond, mean, std):
+    """Inverse of :func:`znormalize`."""
+    if mean is None:
+        return cond
+    return cond * std.to(cond.device) + mean.to(cond.device)
+
+
 class DiffAEWeights(nn.Module):
     """What inference needs of a checkpoint: the EMA model and the z_sem
     statistics of a latent model. Its state-dict keys are those of the
@@ -104,10 +119,17 @@ class DiffAE:
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         weights = DiffAEWeights(conf)
         state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-        own = ('ema_model.', 'conds_mean', 'conds_std')
+        # what this template uses of the file: a latent model's checkpoint
+        # also serves as a plain autoencoder (its latent net and statistics
+        # are then left out), as the official pretrain does
+        drop = () if hasattr(weights.ema_model, 'latent_net') else (
+            'ema_model.latent_net.', )
+        stats = {'conds_mean', 'conds_std'} & set(weights.state_dict())
         checkpoint_io.load_state_verified(
             weights, {k: v for k, v in state['state_dict'].items()
-                      if k.startswith(own)}, source=f'checkpoint {path}')
+                      if k in stats or k.startswith('ema_model.')
+                      and not k.startswith(drop)},
+            source=f'checkpoint {path}')
         model = cls(conf, weights)
         model.source = path
         return model
@@ -157,12 +179,10 @@ class DiffAE:
 
     # -- z_sem normalisation (latent models) ---------------------------------
     def normalize(self, cond):
-        return (cond - self.conds_mean.to(cond.device)) / self.conds_std.to(
-            cond.device)
+        return znormalize(cond, self.conds_mean, self.conds_std)
 
     def denormalize(self, cond):
-        return (cond * self.conds_std.to(cond.device)) + self.conds_mean.to(
-            cond.device)
+        return zdenormalize(cond, self.conds_mean, self.conds_std)
 
     # -- the paper's operations ---------------------------------------------
     @torch.no_grad()

@@ -281,9 +281,7 @@ def report(args, summary):
     samples_report(args, lit, 8 if args.quick else 16)
     interpolation_report(args, lit, cond, xT)
     cls_conf = configure(shapes32_autoenc_cls(), args)
-    cls = ClsModel(cls_conf)
-    cls.load_state_dict(checkpoint_io.load_checkpoint(
-        os.path.join(cls_conf.logdir, 'last.ckpt'))['state_dict'])
+    cls = ClsModel.from_checkpoint(cls_conf)
     manipulation_report(args, lit, cls, cond, xT, summary)
     probe_report(args, lit, lat_conf, data, summary)
     summary['seconds_report'] = time.time() - t0
