@@ -16,6 +16,7 @@ import json
 import os
 import re
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -28,7 +29,8 @@ from tqdm.auto import tqdm
 import checkpoint_io
 import metrics
 from config import is_time
-from dist_utils import get_world_size
+from dist_utils import all_gather_rows
+from inference import eval_mode
 from lmdb_writer import LMDBImageWriter
 
 GRAMMAR = ('infer | infer+render<T> | fid<T> | fid(<T>,<T_latent>) | '
@@ -90,47 +92,37 @@ def infer_whole_dataset(lit, with_render=False, T_render=None,
     steps and writes the images to the LMDB ``render_save_path``."""
     conf = lit.conf
     data = conf.make_dataset(do_augment=False)
-    n = len(data)
     loader = _ordered_loader(conf, data)
     model = lit.ema_model
-    was_training = model.training
-    model.eval()
-    writer = None
-    if with_render:
-        sampler = lit.inference.sampler(T_render or conf.T_eval)
-        if lit.global_rank == 0:
-            writer = LMDBImageWriter(render_save_path, format='webp',
-                                     quality=100)
-            writer.__enter__()
-    conds = torch.zeros(n, conf.style_ch)
+    sampler = lit.inference.sampler(T_render or conf.T_eval) \
+        if with_render else None
+    writer = (LMDBImageWriter(render_save_path, format='webp', quality=100)
+              if with_render and lit.global_rank == 0 else nullcontext())
+    conds = torch.zeros(len(data), conf.style_ch)
     written = 0
-    for batch in tqdm(loader, desc='infer', disable=lit.global_rank != 0):
-        img = batch['img'].to(lit.device)
-        idx = batch['index'].to(lit.device)
-        cond = model.encoder(img).float()
-        all_idx = _gather(lit, idx)
-        all_cond = _gather(lit, cond)
-        conds[all_idx.cpu()] = all_cond.cpu()
-        if with_render:
+    with eval_mode(model), writer:
+        for batch in tqdm(loader, desc='infer',
+                          disable=lit.global_rank != 0):
+            cond = model.encoder(batch['img'].to(lit.device)).float()
+            all_idx = all_gather_rows(batch['index'].to(lit.device)).cpu()
+            conds[all_idx] = all_gather_rows(cond).cpu()
+            if sampler is None:
+                continue
             noise = torch.randn(len(cond), 3, conf.img_size, conf.img_size,
                                 device=lit.device)
-            render = (sampler.sample(model, noise=noise, cond=cond) + 1) / 2
-            all_render = _gather(lit, render.float())
-            if writer is not None:
+            render = all_gather_rows(
+                (sampler.sample(model, noise=noise, cond=cond) + 1) / 2)
+            if lit.global_rank == 0:
                 # in index order; DDP padding repeats early rows: skip them
-                idx_list = all_idx.cpu().tolist()
+                order = sorted(range(len(all_idx)),
+                               key=all_idx.tolist().__getitem__)
                 imgs = []
-                for i in sorted(range(len(idx_list)),
-                                key=idx_list.__getitem__):
-                    if idx_list[i] == written:
-                        imgs.append(all_render[i])
+                for i in order:
+                    if int(all_idx[i]) == written:
+                        imgs.append(render[i].float())
                         written += 1
                 if imgs:
                     writer.put_images(torch.stack(imgs).cpu())
-    if writer is not None:
-        writer.__exit__(None, None, None)
-    if was_training:
-        model.train()
     return conds
 
 
@@ -143,13 +135,6 @@ def _ordered_loader(conf, data):
     return DataLoader(data, batch_size=conf.batch_size_eval, shuffle=False,
                       sampler=sampler, num_workers=min(conf.num_workers, 2),
                       drop_last=False)
-
-
-def _gather(lit, x):
-    if get_world_size() == 1:
-        return x
-    x = lit.all_gather(x)
-    return x.flatten(0, 1)
 
 
 def save_latents(conds: torch.Tensor, path: str):

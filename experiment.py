@@ -31,8 +31,8 @@ import renderer
 from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
 from dataset import ResumableDataLoader, ResumableSampler
-from dist_utils import get_world_size
-from inference import DiffAE, missing_latents_message
+from dist_utils import all_gather_rows, get_world_size
+from inference import DiffAE, eval_mode, missing_latents_message
 
 # the EMA copy is in eval mode on purpose
 warnings.filterwarnings('ignore', message='.*module\\(s\\) in eval mode.*')
@@ -425,8 +425,32 @@ class LitModel(pl.LightningModule):
             self._sample_grid(model, postfix, use_xstart, x_start)
 
     def _sample_grid(self, model, postfix, use_xstart, x_start):
-        was_training = model.training
-        model.eval()
+        with eval_mode(model):
+            gen, real = self._grid_images(model, use_xstart, x_start)
+        if not gen:
+            return
+        gen = all_gather_rows(torch.cat(gen))
+        real = all_gather_rows(torch.cat(real)) if real else None
+        if self.global_rank != 0:
+            return
+        sample_dir = os.path.join(self.conf.logdir, f'sample{postfix}')
+        os.makedirs(sample_dir, exist_ok=True)
+        if real is not None:
+            # inputs above their reconstructions
+            grid = make_grid(torch.cat([real, gen]).float(),
+                             nrow=len(gen)) * 0.5 + 0.5
+        else:
+            grid = make_grid(gen.float()) * 0.5 + 0.5
+        grid = grid.clamp(0, 1)
+        save_image(grid, os.path.join(sample_dir, f'{self.num_samples}.png'))
+        if self.logger is not None and hasattr(self.logger.experiment,
+                                               'add_image'):
+            self.logger.experiment.add_image(f'sample{postfix}', grid,
+                                             self.num_samples)
+
+    def _grid_images(self, model, use_xstart, x_start):
+        """This rank's share of a sample grid from the fixed x_T: decoded
+        images (and their inputs, for reconstructions), in [-1, 1]."""
         all_x_T = self.split_tensor(self.x_T)
         bs = max(1, min(len(all_x_T), self.conf.batch_size_eval))
         gen, real = [], []
@@ -447,28 +471,7 @@ class LitModel(pl.LightningModule):
                     conds_mean=self.conds_mean, conds_std=self.conds_std))
             else:
                 gen.append(self.eval_sampler.sample(model=model, noise=x_T))
-        if was_training:
-            model.train()
-        if not gen:
-            return
-        gen = _gather_images(self, torch.cat(gen))
-        real = _gather_images(self, torch.cat(real)) if real else None
-        if self.global_rank != 0:
-            return
-        sample_dir = os.path.join(self.conf.logdir, f'sample{postfix}')
-        os.makedirs(sample_dir, exist_ok=True)
-        if real is not None:
-            # inputs above their reconstructions
-            grid = make_grid(torch.cat([real, gen]).float(),
-                             nrow=len(gen)) * 0.5 + 0.5
-        else:
-            grid = make_grid(gen.float()) * 0.5 + 0.5
-        grid = grid.clamp(0, 1)
-        save_image(grid, os.path.join(sample_dir, f'{self.num_samples}.png'))
-        if self.logger is not None and hasattr(self.logger.experiment,
-                                               'add_image'):
-            self.logger.experiment.add_image(f'sample{postfix}', grid,
-                                             self.num_samples)
+        return gen, real
 
     # ------------------------------------------------------------------
     # eval programs (train(conf, gpus, mode='eval'))
@@ -485,11 +488,6 @@ class LitModel(pl.LightningModule):
         (also under DDP), as a float32 (N, C) tensor on the CPU."""
         return evaluation.infer_whole_dataset(self, with_render, T_render,
                                               render_save_path)
-
-
-def _gather_images(module, x):
-    x = module.all_gather(x)
-    return x.flatten(0, 1) if x.dim() == 5 else x
 
 
 def _float_tensors(module: torch.nn.Module):

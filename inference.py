@@ -15,6 +15,7 @@ give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
     img = model.render(xT, cond, T=20)
 """
 import os
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -24,6 +25,18 @@ import checkpoint_io
 import renderer
 from config import TrainConfig
 from diffusion import Sampler
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode for a with-block; the model's mode is restored after
+    (also when the block raises)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def missing_latents_message(conf: TrainConfig) -> str:

@@ -23,21 +23,22 @@ the results are gathered; a single process needs no process group.
 """
 import os
 import warnings
-from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import linalg
-from torch import distributed, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from config import TrainConfig
 from dataset import SubsetDataset
 from diffusion import Sampler
-from dist_utils import broadcast, chunk_size, get_rank, get_world_size
+from dist_utils import (all_gather_rows, broadcast, chunk_size, get_rank,
+                        get_world_size)
+from inference import eval_mode
 from renderer import encode_stochastic, render_condition, render_uncondition
 
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
@@ -287,34 +288,6 @@ def _rank_share(n: int, seed: Optional[int] = None) -> List[int]:
     return order[get_rank()::get_world_size()].tolist()
 
 
-def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's ``x`` (sizes may differ along dim 0), rank
-    0 first; ``x`` itself in a single process."""
-    if not distributed.is_initialized():
-        return x
-    world = get_world_size()
-    n = torch.tensor([len(x)], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    distributed.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    padded = x.new_zeros((max(sizes), ) + tuple(x.shape[1:]))
-    padded[:len(x)] = x
-    out = [torch.zeros_like(padded) for _ in range(world)]
-    distributed.all_gather(out, padded)
-    return torch.cat([o[:s] for o, s in zip(out, sizes)])
-
-
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Eval mode for a with-block; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 # ----------------------------------------------------------------------
 # FID: evaluation
 # ----------------------------------------------------------------------
@@ -406,7 +379,7 @@ def evaluate_fid(sampler: Sampler, model, conf: TrainConfig, device,
     if inception is None:
         inception = load_fid_inception(conf=conf, device=device)
     feats = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for imgs in _generated_images(sampler, model, conf, device,
                                       train_data, latent_sampler,
                                       conds_mean, conds_std,
@@ -556,7 +529,7 @@ def evaluate_lpips(sampler: Sampler, model, conf: TrainConfig, device,
     subset = _first(val_data, conf.eval_num_images, 'val_data')
     mine = Subset(subset, _rank_share(len(subset)))
     scores: Dict[str, list] = {}
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for imgs in _image_batches(conf, mine, conf.batch_size_eval,
                                    'lpips'):
             imgs = imgs.to(device)
