@@ -166,14 +166,6 @@ class GaussianDiffusionBeatGans:
     # ------------------------------------------------------------------
     # forward process and posterior
     # ------------------------------------------------------------------
-    def q_mean_variance(self, x_start, t):
-        mean = self._extract('sqrt_alphas_cumprod', t, x_start) * x_start
-        variance = 1.0 - self._extract('alphas_cumprod', t, x_start)
-        log_variance = self._extract('log_one_minus_alphas_cumprod', t,
-                                     x_start)
-        return (mean, variance.expand_as(x_start),
-                log_variance.expand_as(x_start))
-
     def q_sample(self, x_start, t, noise=None):
         """Sample x_t ~ q(x_t | x_0)."""
         if noise is None:
