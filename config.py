@@ -48,7 +48,8 @@ data_paths = {
 # ignores them: ``from_dict`` skips them silently (also with strict=True),
 # assigning one (``conf.parallel = True``) is a no-op, and reading one raises
 # an AttributeError that says so. (net_beatgans_resnet_scale_at had the only
-# value, ScaleAt.after_norm, so no setting of it changes anything.)
+# value, 'afternorm', so no setting of it changes anything; official
+# checkpoints do not store it.)
 COMPAT_ONLY_FIELDS = frozenset({
     'autoenc_mid_attn',
     'fid_use_torch',
