@@ -42,8 +42,8 @@ data_paths = {
 
 
 # Compatibility-only names: fields of the official TrainConfig that nothing
-# in the official code or here reads (they configured features the released
-# code does not have). Official checkpoints' ``hyper_parameters`` and
+# in this project reads (the features they named are not part of it).
+# Official checkpoints' ``hyper_parameters`` and
 # official-style notebooks still name them, so TrainConfig accepts them and
 # ignores them: ``from_dict`` skips them silently (also with strict=True),
 # assigning one (``conf.parallel = True``) is a no-op, and reading one raises
