@@ -18,7 +18,6 @@ from diffusion import SpacedDiffusionBeatGansConfig, UniformSampler
 from diffusion.schedules import get_named_beta_schedule, space_timesteps
 from model import (BeatGANsAutoencConfig, BeatGANsUNetConfig, LatentNetType,
                    MLPSkipNetConfig, ModelConfig)
-from model.blocks import ScaleAt
 
 # Where each named dataset lives (relative to the working directory, as in
 # the official code). ``data_resize_<name>.py`` makes each LMDB.
@@ -42,6 +41,31 @@ data_paths = {
 }
 
 
+# Compatibility-only names: fields of the official TrainConfig that nothing
+# in this project reads (the features they named are not part of it).
+# Official checkpoints' ``hyper_parameters`` and
+# official-style notebooks still name them, so TrainConfig accepts them and
+# ignores them: ``from_dict`` skips them silently (also with strict=True),
+# assigning one (``conf.parallel = True``) is a no-op, and reading one raises
+# an AttributeError that says so. (net_beatgans_resnet_scale_at had the only
+# value, 'afternorm', so no setting of it changes anything; official
+# checkpoints do not store it.)
+COMPAT_ONLY_FIELDS = frozenset({
+    'autoenc_mid_attn',
+    'fid_use_torch',
+    'net_autoenc_stochastic',
+    'net_beatgans_resnet_scale_at',
+    'net_enc_k',
+    'net_enc_num_cls',
+    'net_enc_use_time',
+    'net_latent_channel_mult',
+    'parallel',
+    'train_cond0_prob',
+    'train_interpolate_img',
+    'train_interpolate_prob',
+})
+
+
 @dataclass
 class PretrainConfig(BaseConfig):
     name: str
@@ -53,10 +77,7 @@ class TrainConfig(BaseConfig):
     # random seed
     seed: int = 0
     train_mode: TrainMode = TrainMode.diffusion
-    train_cond0_prob: float = 0
     train_pred_xstart_detach: bool = True
-    train_interpolate_prob: float = 0
-    train_interpolate_img: bool = False
     manipulate_mode: ManipulateMode = ManipulateMode.celebahq_all
     manipulate_cls: str = None
     manipulate_shots: int = None
@@ -64,7 +85,6 @@ class TrainConfig(BaseConfig):
     manipulate_znormalize: bool = False
     manipulate_seed: int = 0
     accum_batches: int = 1
-    autoenc_mid_attn: bool = True
     batch_size: int = 16
     batch_size_eval: int = None
     beatgans_gen_type: GenerativeType = GenerativeType.ddim
@@ -91,7 +111,6 @@ class TrainConfig(BaseConfig):
     eval_num_images: int = 5_000
     eval_every_samples: int = 200_000
     eval_ema_every_samples: int = 200_000
-    fid_use_torch: bool = True
     fp16: bool = False
     grad_clip: float = 1
     img_size: int = 64
@@ -106,24 +125,19 @@ class TrainConfig(BaseConfig):
     # not necessarily the same as the number of style channels
     net_beatgans_embed_channels: int = 512
     net_resblock_updown: bool = True
-    net_enc_use_time: bool = False
     net_enc_pool: str = 'adaptivenonzero'
     net_beatgans_gradient_checkpoint: bool = False
     net_beatgans_resnet_two_cond: bool = False
     net_beatgans_resnet_use_zero_module: bool = True
-    net_beatgans_resnet_scale_at: ScaleAt = ScaleAt.after_norm
     net_beatgans_resnet_cond_channels: int = None
     net_ch_mult: Tuple[int] = None
     net_ch: int = 64
     net_enc_attn: Tuple[int] = None
-    net_enc_k: int = None
     # number of res-blocks per level of the encoder (half-UNet)
     net_enc_num_res_blocks: int = 2
     net_enc_channel_mult: Tuple[int] = None
     net_enc_grad_checkpoint: bool = False
-    net_autoenc_stochastic: bool = False
     net_latent_activation: Activation = Activation.silu
-    net_latent_channel_mult: Tuple[int] = (1, 2, 4)
     net_latent_condition_bias: float = 0
     net_latent_dropout: float = 0
     net_latent_layers: int = None
@@ -138,9 +152,7 @@ class TrainConfig(BaseConfig):
     net_num_res_blocks: int = 2
     # number of res-blocks per level of the UNet's encoding side
     net_num_input_res_blocks: int = None
-    net_enc_num_cls: int = None
     num_workers: int = 4
-    parallel: bool = False
     postfix: str = ''
     sample_size: int = 64
     sample_every_samples: int = 20_000
@@ -181,6 +193,29 @@ class TrainConfig(BaseConfig):
     def __post_init__(self):
         self.batch_size_eval = self.batch_size_eval or self.batch_size
         self.data_val_name = self.data_val_name or self.data_name
+
+    # --- compatibility-only names (see COMPAT_ONLY_FIELDS) ---
+    def __setattr__(self, name, value):
+        if name in COMPAT_ONLY_FIELDS:
+            return
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name):
+        # only called when normal lookup fails
+        if name in COMPAT_ONLY_FIELDS:
+            raise AttributeError(
+                f"TrainConfig.{name} is a compatibility-only name of the "
+                "official config: it is accepted and ignored, nothing reads "
+                "it (config.COMPAT_ONLY_FIELDS)")
+        raise AttributeError(
+            f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def from_dict(self, dict, strict=False):
+        """Set the fields named in ``dict`` (e.g. a checkpoint's
+        ``hyper_parameters``); compatibility-only names are skipped."""
+        super().from_dict(
+            {k: v for k, v in dict.items() if k not in COMPAT_ONLY_FIELDS},
+            strict=strict)
 
     def scale_up_gpus(self, num_gpus, num_nodes=1):
         """Scale the global batch sizes and sample intervals with the

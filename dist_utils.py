@@ -1,6 +1,4 @@
 """torch.distributed helpers that also work in a single process."""
-from typing import List
-
 import torch
 from torch import distributed
 
@@ -13,13 +11,6 @@ def barrier():
 def broadcast(data, src):
     if distributed.is_initialized():
         distributed.broadcast(data, src)
-
-
-def all_gather(data: List, src):
-    if distributed.is_initialized():
-        distributed.all_gather(data, src)
-    else:
-        data[0] = src
 
 
 def get_rank():

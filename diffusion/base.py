@@ -14,6 +14,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from choices import (GenerativeType, LossType, ModelMeanType, ModelType,
                      ModelVarType)
@@ -165,14 +166,6 @@ class GaussianDiffusionBeatGans:
     # ------------------------------------------------------------------
     # forward process and posterior
     # ------------------------------------------------------------------
-    def q_mean_variance(self, x_start, t):
-        mean = self._extract('sqrt_alphas_cumprod', t, x_start) * x_start
-        variance = 1.0 - self._extract('alphas_cumprod', t, x_start)
-        log_variance = self._extract('log_one_minus_alphas_cumprod', t,
-                                     x_start)
-        return (mean, variance.expand_as(x_start),
-                log_variance.expand_as(x_start))
-
     def q_sample(self, x_start, t, noise=None):
         """Sample x_t ~ q(x_t | x_0)."""
         if noise is None:
@@ -243,7 +236,7 @@ class GaussianDiffusionBeatGans:
     # reverse process
     # ------------------------------------------------------------------
     def p_mean_variance(self, model, x, t, clip_denoised=True,
-                        denoised_fn=None, model_kwargs=None):
+                        model_kwargs=None):
         """p(x_{t-1} | x_t) and the model's prediction of x_0."""
         if model_kwargs is None:
             model_kwargs = {}
@@ -251,8 +244,6 @@ class GaussianDiffusionBeatGans:
         model_forward = self._call_model(model, x, t, model_kwargs)
         eps = model_forward.pred.type(x.dtype)
         pred_xstart = self._predict_xstart_from_eps(x_t=x, t=t, eps=eps)
-        if denoised_fn is not None:
-            pred_xstart = denoised_fn(pred_xstart)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
@@ -265,15 +256,14 @@ class GaussianDiffusionBeatGans:
             'model_forward': model_forward,
         }
 
-    def p_sample(self, model, x, t, clip_denoised=True, denoised_fn=None,
-                 cond_fn=None, model_kwargs=None, is_last=None):
-        """One ancestral (DDPM) step x_t -> x_{t-1}."""
+    # one step of each sampler: (model, x, t, ...) -> {'sample',
+    # 'pred_xstart'}
+    def p_sample(self, model, x, t, clip_denoised=True, model_kwargs=None,
+                 is_last=None):
+        """One ancestral (DDPM) step x_t -> x_{t-1}. ``is_last`` (the step
+        at t = 0, no noise) avoids a device sync when known."""
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised,
-                                   denoised_fn=denoised_fn,
                                    model_kwargs=model_kwargs)
-        if cond_fn is not None:
-            grad = cond_fn(x, self._scale_timesteps(t), **(model_kwargs or {}))
-            out['mean'] = out['mean'].float() + out['variance'] * grad.float()
         noise = torch.randn_like(x)
         # no noise at t == 0
         if is_last is None:
@@ -284,46 +274,11 @@ class GaussianDiffusionBeatGans:
             0.5 * out['log_variance']) * noise
         return {'sample': sample, 'pred_xstart': out['pred_xstart']}
 
-    def p_sample_loop(self, model, shape=None, noise=None, clip_denoised=True,
-                      denoised_fn=None, cond_fn=None, model_kwargs=None,
-                      device=None, progress=False):
-        """DDPM ancestral sampling from ``noise`` (or fresh noise of
-        ``shape``); returns x_0."""
-        final = None
-        for final in self.p_sample_loop_progressive(
-                model, shape, noise=noise, clip_denoised=clip_denoised,
-                denoised_fn=denoised_fn, cond_fn=cond_fn,
-                model_kwargs=model_kwargs, device=device,
-                progress=progress):
-            pass
-        return final['sample']
-
-    def p_sample_loop_progressive(self, model, shape=None, noise=None,
-                                  clip_denoised=True, denoised_fn=None,
-                                  cond_fn=None, model_kwargs=None,
-                                  device=None, progress=False):
-        img = self._initial_noise(model, shape, noise, device)
-        for i in _steps(reversed(range(self.num_timesteps)), progress,
-                        'DDPM'):
-            t = torch.full((len(img), ), i, device=img.device,
-                           dtype=torch.long)
-            with torch.no_grad():
-                out = self.p_sample(model, img, t,
-                                    clip_denoised=clip_denoised,
-                                    denoised_fn=denoised_fn, cond_fn=cond_fn,
-                                    model_kwargs=model_kwargs,
-                                    is_last=i == 0)
-            yield out
-            img = out['sample']
-
-    def ddim_sample(self, model, x, t, clip_denoised=True, denoised_fn=None,
-                    cond_fn=None, model_kwargs=None, eta=0.0):
+    def ddim_sample(self, model, x, t, clip_denoised=True, model_kwargs=None,
+                    eta=0.0):
         """One DDIM step x_t -> x_{t-1} (deterministic for eta = 0)."""
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised,
-                                   denoised_fn=denoised_fn,
                                    model_kwargs=model_kwargs)
-        if cond_fn is not None:
-            out = self._condition_score(cond_fn, out, x, t, model_kwargs)
         # eps re-derived from the (clipped) x_0 prediction
         eps = self._predict_eps_from_xstart(x, t, out['pred_xstart'])
         if eta == 0:
@@ -342,59 +297,11 @@ class GaussianDiffusionBeatGans:
             sample = mean_pred + nonzero * sigma * torch.randn_like(x)
         return {'sample': sample, 'pred_xstart': out['pred_xstart']}
 
-    def _condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs):
-        alpha_bar = self._extract('alphas_cumprod', t, x)
-        eps = self._predict_eps_from_xstart(x, t, p_mean_var['pred_xstart'])
-        eps = eps - (1 - alpha_bar).sqrt() * cond_fn(
-            x, self._scale_timesteps(t), **(model_kwargs or {}))
-        out = dict(p_mean_var)
-        out['pred_xstart'] = self._predict_xstart_from_eps(x, t, eps)
-        out['mean'], _, _ = self.q_posterior_mean_variance(
-            out['pred_xstart'], x, t)
-        return out
-
-    def ddim_sample_loop(self, model, shape=None, noise=None,
-                         clip_denoised=True, denoised_fn=None, cond_fn=None,
-                         model_kwargs=None, device=None, progress=False,
-                         eta=0.0):
-        """DDIM sampling from ``noise`` (x_T) to x_0."""
-        final = None
-        for final in self.ddim_sample_loop_progressive(
-                model, shape, noise=noise, clip_denoised=clip_denoised,
-                denoised_fn=denoised_fn, cond_fn=cond_fn,
-                model_kwargs=model_kwargs, device=device,
-                progress=progress, eta=eta):
-            pass
-        return final['sample']
-
-    def ddim_sample_loop_progressive(self, model, shape=None, noise=None,
-                                     clip_denoised=True, denoised_fn=None,
-                                     cond_fn=None, model_kwargs=None,
-                                     device=None, progress=False, eta=0.0):
-        img = self._initial_noise(model, shape, noise, device)
-        for i in _steps(reversed(range(self.num_timesteps)), progress,
-                        'DDIM'):
-            # a list gives per-step kwargs, indexed by the step
-            kwargs = (model_kwargs[i] if isinstance(model_kwargs, list) else
-                      model_kwargs)
-            t = torch.full((len(img), ), i, device=img.device,
-                           dtype=torch.long)
-            with torch.no_grad():
-                out = self.ddim_sample(model, img, t,
-                                       clip_denoised=clip_denoised,
-                                       denoised_fn=denoised_fn,
-                                       cond_fn=cond_fn, model_kwargs=kwargs,
-                                       eta=eta)
-            out['t'] = t
-            yield out
-            img = out['sample']
-
     def ddim_reverse_sample(self, model, x, t, clip_denoised=True,
-                            denoised_fn=None, model_kwargs=None, eta=0.0):
+                            model_kwargs=None, eta=0.0):
         """One reverse DDIM step x_t -> x_{t+1} (the deterministic ODE)."""
         assert eta == 0.0, 'the reverse ODE is deterministic (eta = 0)'
         out = self.p_mean_variance(model, x, t, clip_denoised=clip_denoised,
-                                   denoised_fn=denoised_fn,
                                    model_kwargs=model_kwargs)
         eps = self._predict_eps_from_xstart(x, t, out['pred_xstart'])
         mean_pred = (out['pred_xstart'] *
@@ -403,35 +310,73 @@ class GaussianDiffusionBeatGans:
                                    x) * eps)
         return {'sample': mean_pred, 'pred_xstart': out['pred_xstart']}
 
+    # one loop per sampler, all through _run_loop. ``callback(out)`` sees
+    # every step: out = {'i', 't', 'sample', 'pred_xstart'} (the official
+    # *_progressive generators' outputs).
+    def p_sample_loop(self, model, shape=None, noise=None, clip_denoised=True,
+                      model_kwargs=None, device=None, progress=False,
+                      callback=None):
+        """DDPM ancestral sampling from ``noise`` (or fresh noise of
+        ``shape``); returns x_0."""
+        def step(x, t, i):
+            return self.p_sample(model, x, t, clip_denoised=clip_denoised,
+                                 model_kwargs=model_kwargs, is_last=i == 0)
+
+        return _run_loop(step, self._initial_noise(model, shape, noise,
+                                                   device),
+                         reversed(range(self.num_timesteps)), progress,
+                         'DDPM', callback)
+
+    def ddim_sample_loop(self, model, shape=None, noise=None,
+                         clip_denoised=True, model_kwargs=None, device=None,
+                         progress=False, eta=0.0, callback=None):
+        """DDIM sampling from ``noise`` (x_T, or fresh noise of ``shape``)
+        to x_0. ``model_kwargs`` may be a list: per-step kwargs, indexed by
+        the step."""
+        def step(x, t, i):
+            kwargs = (model_kwargs[i] if isinstance(model_kwargs, list) else
+                      model_kwargs)
+            return self.ddim_sample(model, x, t, clip_denoised=clip_denoised,
+                                    model_kwargs=kwargs, eta=eta)
+
+        return _run_loop(step, self._initial_noise(model, shape, noise,
+                                                   device),
+                         reversed(range(self.num_timesteps)), progress,
+                         'DDIM', callback)
+
     def ddim_reverse_sample_loop(self, model, x, clip_denoised=True,
-                                 denoised_fn=None, model_kwargs=None, eta=0.0,
-                                 device=None, progress=False):
+                                 model_kwargs=None, eta=0.0, device=None,
+                                 progress=False, callback=None):
         """Encode x_0 into the stochastic subcode x_T by running DDIM
-        backwards. Returns {'sample': x_T, 'sample_t', 'xstart_t', 'T'}."""
+        backwards. Returns {'sample': x_T, 'sample_t': [x_1 ... x_T],
+        'xstart_t', 'T'} (``device`` is unused: ``x`` says where)."""
         sample_t, xstart_t, T = [], [], []
-        sample = x
-        for i in _steps(range(self.num_timesteps), progress, 'encode'):
-            t = torch.full((len(sample), ), i, device=sample.device,
-                           dtype=torch.long)
-            with torch.no_grad():
-                out = self.ddim_reverse_sample(model, sample, t,
-                                               clip_denoised=clip_denoised,
-                                               denoised_fn=denoised_fn,
-                                               model_kwargs=model_kwargs,
-                                               eta=eta)
-            sample = out['sample']
-            sample_t.append(sample)  # x_1 ... x_T
+
+        def step(x, t, i):
+            return self.ddim_reverse_sample(model, x, t,
+                                            clip_denoised=clip_denoised,
+                                            model_kwargs=model_kwargs,
+                                            eta=eta)
+
+        def record(out):
+            sample_t.append(out['sample'])
             xstart_t.append(out['pred_xstart'])
-            T.append(t)
+            T.append(out['t'])
+            if callback is not None:
+                callback(out)
+
+        sample = _run_loop(step, x, range(self.num_timesteps), progress,
+                           'encode', record)
         return {'sample': sample, 'sample_t': sample_t, 'xstart_t': xstart_t,
                 'T': T}
 
     def sample(self, model, shape=None, noise=None, cond=None, x_start=None,
-               clip_denoised=True, model_kwargs=None, progress=False):
+               clip_denoised=True, model_kwargs=None, progress=False,
+               callback=None):
         """Generate with this process's ``gen_type`` (DDPM or DDIM).
 
         For the autoencoder, pass ``cond`` (z_sem) or ``x_start`` (an image
-        to encode)."""
+        to encode). ``callback`` as in the loops."""
         if model_kwargs is None:
             model_kwargs = {}
             if self.conf.model_type is not None and \
@@ -446,7 +391,7 @@ class GaussianDiffusionBeatGans:
             raise NotImplementedError(self.conf.gen_type)
         return loop(model, shape=shape, noise=noise,
                     clip_denoised=clip_denoised, model_kwargs=model_kwargs,
-                    progress=progress)
+                    progress=progress, callback=callback)
 
     def _initial_noise(self, model, shape, noise, device):
         if noise is not None:
@@ -458,9 +403,17 @@ class GaussianDiffusionBeatGans:
         return torch.randn(*shape, device=device)
 
 
-def _steps(indices, progress: bool, desc: str):
-    if not progress:
-        return indices
-    from tqdm.auto import tqdm
-    indices = list(indices)
-    return tqdm(indices, desc=desc, leave=False)
+def _run_loop(step, x, indices, progress: bool, desc: str, callback=None):
+    """Apply ``step(x, t, i) -> {'sample', 'pred_xstart'}`` for each step
+    index ``i`` (``t`` is ``i`` for the whole batch), without gradients;
+    returns the last sample."""
+    if progress:
+        indices = tqdm(list(indices), desc=desc, leave=False)
+    for i in indices:
+        t = torch.full((len(x), ), i, device=x.device, dtype=torch.long)
+        with torch.no_grad():
+            out = step(x, t, i)
+        if callback is not None:
+            callback({'i': i, 't': t, **out})
+        x = out['sample']
+    return x

@@ -34,9 +34,3 @@ class UniformSampler(ScheduleSampler):
         t = torch.randint(0, self.num_timesteps, (batch_size, ),
                           device=device, generator=generator)
         return t, torch.ones(batch_size, device=device)
-
-
-def create_named_schedule_sampler(name, num_timesteps):
-    if name == 'uniform':
-        return UniformSampler(num_timesteps)
-    raise NotImplementedError(f'unknown schedule sampler: {name}')

@@ -5,7 +5,6 @@ Module and parameter names are those of the official checkpoints.
 """
 from abc import abstractmethod
 from dataclasses import dataclass
-from enum import Enum
 from typing import Optional
 
 import torch
@@ -16,10 +15,6 @@ from config_base import BaseConfig
 
 from .nn import (avg_pool_nd, conv_nd, linear, normalization,
                  torch_checkpoint, zero_module)
-
-
-class ScaleAt(Enum):
-    after_norm = 'afternorm'
 
 
 class TimestepBlock(nn.Module):

@@ -1,7 +1,7 @@
 """The BeatGANs UNet (unconditional DDIM backbone) and the half-UNet used as
 the semantic encoder."""
 from dataclasses import dataclass
-from typing import NamedTuple, Tuple
+from typing import Callable, List, NamedTuple, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -62,6 +62,80 @@ class Return(NamedTuple):
     pred: torch.Tensor
 
 
+class DownPath(NamedTuple):
+    """What ``build_down_path`` made."""
+    blocks: nn.ModuleList
+    # channels and resolution at the bottom
+    channels: int
+    resolution: int
+    # per level, the output channels of each of its blocks (the UNet's
+    # skip connections)
+    skip_chans: List[List[int]]
+
+
+def build_down_path(conf, res_kwargs: dict,
+                    attention: Callable[[int], nn.Module],
+                    channel_mult: Sequence[float], num_res_blocks: int,
+                    n_levels: int) -> DownPath:
+    """The encoding path shared by the UNet and the semantic encoder: an
+    input conv, then per level ``num_res_blocks`` res-blocks (with
+    ``attention`` at ``conf.attention_resolutions``) and, except after
+    level ``n_levels - 1``, a down-sampler. Both models keep these blocks
+    as ``input_blocks``, so the official state-dict keys stay the same."""
+    ch = int(conf.channel_mult[0] * conf.model_channels)
+    blocks = nn.ModuleList([
+        TimestepEmbedSequential(
+            conv_nd(conf.dims, conf.in_channels, ch, 3, padding=1))
+    ])
+    skip_chans = [[] for _ in range(n_levels)]
+    skip_chans[0].append(ch)
+    resolution = conf.image_size
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            out_ch = int(mult * conf.model_channels)
+            layers = [
+                ResBlockConfig(ch, out_channels=out_ch,
+                               **res_kwargs).make_model()
+            ]
+            ch = out_ch
+            if resolution in conf.attention_resolutions:
+                layers.append(attention(ch))
+            blocks.append(TimestepEmbedSequential(*layers))
+            skip_chans[level].append(ch)
+        if level != n_levels - 1:
+            resolution //= 2
+            if conf.resblock_updown:
+                down = ResBlockConfig(ch, out_channels=ch, down=True,
+                                      **res_kwargs).make_model()
+            else:
+                down = Downsample(ch, conf.conv_resample, dims=conf.dims,
+                                  out_channels=ch)
+            blocks.append(TimestepEmbedSequential(down))
+            skip_chans[level + 1].append(ch)
+    return DownPath(blocks, ch, resolution, skip_chans)
+
+
+def build_middle_block(ch: int, res_kwargs: dict,
+                       attention: Callable[[int], nn.Module]):
+    """res-block, attention, res-block at the bottom resolution."""
+    return TimestepEmbedSequential(
+        ResBlockConfig(ch, **res_kwargs).make_model(),
+        attention(ch),
+        ResBlockConfig(ch, **res_kwargs).make_model(),
+    )
+
+
+def _attention_factory(conf, use_checkpoint: bool):
+    def attention(channels, heads=conf.num_heads):
+        return AttentionBlock(
+            channels,
+            use_checkpoint=use_checkpoint,
+            num_heads=heads,
+            num_head_channels=conf.num_head_channels,
+            use_new_attention_order=conf.use_new_attention_order)
+    return attention
+
+
 class BeatGANsUNetModel(nn.Module):
     def __init__(self, conf: BeatGANsUNetConfig):
         super().__init__()
@@ -80,13 +154,6 @@ class BeatGANsUNetModel(nn.Module):
         if conf.num_classes is not None:
             self.label_emb = nn.Embedding(conf.num_classes,
                                           conf.embed_channels)
-
-        n_levels = len(conf.channel_mult)
-        ch = input_ch = int(conf.channel_mult[0] * conf.model_channels)
-        self.input_blocks = nn.ModuleList([
-            TimestepEmbedSequential(
-                conv_nd(conf.dims, conf.in_channels, ch, 3, padding=1))
-        ])
         res_kwargs = dict(
             emb_channels=conf.embed_channels,
             dropout=conf.dropout,
@@ -97,57 +164,37 @@ class BeatGANsUNetModel(nn.Module):
             use_zero_module=conf.resnet_use_zero_module,
             cond_emb_channels=conf.resnet_cond_channels,
         )
-
-        def attention(channels, heads):
-            return AttentionBlock(
-                channels,
-                use_checkpoint=conf.use_checkpoint or conf.attn_checkpoint,
-                num_heads=heads,
-                num_head_channels=conf.num_head_channels,
-                use_new_attention_order=conf.use_new_attention_order)
-
-        # channels of the skip connections, per resolution level
-        skip_chans = [[] for _ in range(n_levels)]
-        skip_chans[0].append(ch)
-        # number of encoder/decoder blocks per level
-        self.input_num_blocks = [0] * n_levels
-        self.input_num_blocks[0] = 1
-        self.output_num_blocks = [0] * n_levels
-
-        resolution = conf.image_size
-        for level, mult in enumerate(conf.input_channel_mult
-                                     or conf.channel_mult):
-            for _ in range(conf.num_input_res_blocks or conf.num_res_blocks):
-                out_ch = int(mult * conf.model_channels)
-                layers = [
-                    ResBlockConfig(ch, out_channels=out_ch,
-                                   **res_kwargs).make_model()
-                ]
-                ch = out_ch
-                if resolution in conf.attention_resolutions:
-                    layers.append(attention(ch, conf.num_heads))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_chans[level].append(ch)
-                self.input_num_blocks[level] += 1
-            if level != n_levels - 1:
-                resolution //= 2
-                if conf.resblock_updown:
-                    down = ResBlockConfig(ch, out_channels=ch, down=True,
-                                          **res_kwargs).make_model()
-                else:
-                    down = Downsample(ch, conf.conv_resample, dims=conf.dims,
-                                      out_channels=ch)
-                self.input_blocks.append(TimestepEmbedSequential(down))
-                skip_chans[level + 1].append(ch)
-                self.input_num_blocks[level + 1] += 1
-
-        self.middle_block = TimestepEmbedSequential(
-            ResBlockConfig(ch, **res_kwargs).make_model(),
-            attention(ch, conf.num_heads),
-            ResBlockConfig(ch, **res_kwargs).make_model(),
+        attention = _attention_factory(
+            conf, conf.use_checkpoint or conf.attn_checkpoint)
+        down = build_down_path(
+            conf, res_kwargs, attention,
+            conf.input_channel_mult or conf.channel_mult,
+            conf.num_input_res_blocks or conf.num_res_blocks,
+            n_levels=len(conf.channel_mult))
+        self.input_blocks = down.blocks
+        # number of encoder blocks per resolution level
+        self.input_num_blocks = [len(c) for c in down.skip_chans]
+        self.middle_block = build_middle_block(down.channels, res_kwargs,
+                                               attention)
+        ch = self._build_up_path(res_kwargs, attention, down)
+        input_ch = int(conf.channel_mult[0] * conf.model_channels)
+        out_conv = conv_nd(conf.dims, input_ch, conf.out_channels, 3,
+                           padding=1)
+        self.out = nn.Sequential(
+            normalization(ch),
+            nn.SiLU(),
+            zero_module(out_conv) if conf.resnet_use_zero_module else out_conv,
         )
 
+    def _build_up_path(self, res_kwargs, attention, down: DownPath) -> int:
+        """The decoder (``output_blocks``), taking the down path's skips
+        level by level in reverse; returns its output channels."""
+        conf = self.conf
+        skip_chans = [list(c) for c in down.skip_chans]
+        ch, resolution = down.channels, down.resolution
         self.output_blocks = nn.ModuleList([])
+        # number of decoder blocks per resolution level
+        self.output_num_blocks = [0] * len(conf.channel_mult)
         for level, mult in reversed(list(enumerate(conf.channel_mult))):
             for i in range(conf.num_res_blocks + 1):
                 # when the decoder has more blocks than the encoder produced
@@ -174,14 +221,7 @@ class BeatGANsUNetModel(nn.Module):
                                      out_channels=ch))
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
                 self.output_num_blocks[level] += 1
-
-        out_conv = conv_nd(conf.dims, input_ch, conf.out_channels, 3,
-                           padding=1)
-        self.out = nn.Sequential(
-            normalization(ch),
-            nn.SiLU(),
-            zero_module(out_conv) if conf.resnet_use_zero_module else out_conv,
-        )
+        return ch
 
     def run_unet(self, x, emb, cond=None):
         """Encoder, middle and decoder of the UNet, returning the output
@@ -258,53 +298,18 @@ class BeatGANsEncoderModel(nn.Module):
             )
         else:
             time_embed_dim = None
-
         res_kwargs = dict(emb_channels=time_embed_dim,
                           dropout=conf.dropout,
                           dims=conf.dims,
                           use_condition=conf.use_time_condition,
                           use_checkpoint=conf.use_checkpoint)
-
-        def attention(channels):
-            return AttentionBlock(
-                channels,
-                use_checkpoint=conf.use_checkpoint,
-                num_heads=conf.num_heads,
-                num_head_channels=conf.num_head_channels,
-                use_new_attention_order=conf.use_new_attention_order)
-
-        ch = int(conf.channel_mult[0] * conf.model_channels)
-        self.input_blocks = nn.ModuleList([
-            TimestepEmbedSequential(
-                conv_nd(conf.dims, conf.in_channels, ch, 3, padding=1))
-        ])
-        resolution = conf.image_size
-        for level, mult in enumerate(conf.channel_mult):
-            for _ in range(conf.num_res_blocks):
-                out_ch = int(mult * conf.model_channels)
-                layers = [
-                    ResBlockConfig(ch, out_channels=out_ch,
-                                   **res_kwargs).make_model()
-                ]
-                ch = out_ch
-                if resolution in conf.attention_resolutions:
-                    layers.append(attention(ch))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-            if level != len(conf.channel_mult) - 1:
-                resolution //= 2
-                if conf.resblock_updown:
-                    down = ResBlockConfig(ch, out_channels=ch, down=True,
-                                          **res_kwargs).make_model()
-                else:
-                    down = Downsample(ch, conf.conv_resample, dims=conf.dims,
-                                      out_channels=ch)
-                self.input_blocks.append(TimestepEmbedSequential(down))
-
-        self.middle_block = TimestepEmbedSequential(
-            ResBlockConfig(ch, **res_kwargs).make_model(),
-            attention(ch),
-            ResBlockConfig(ch, **res_kwargs).make_model(),
-        )
+        attention = _attention_factory(conf, conf.use_checkpoint)
+        down = build_down_path(conf, res_kwargs, attention,
+                               conf.channel_mult, conf.num_res_blocks,
+                               n_levels=len(conf.channel_mult))
+        self.input_blocks = down.blocks
+        ch = down.channels
+        self.middle_block = build_middle_block(ch, res_kwargs, attention)
         if conf.pool == 'adaptivenonzero':
             self.out = nn.Sequential(
                 normalization(ch),
@@ -334,7 +339,3 @@ class BeatGANsEncoderModel(nn.Module):
         if return_2d_feature:
             return h, h_2d
         return h
-
-    def forward_flatten(self, x):
-        """Pool an encoder feature map into z_sem."""
-        return self.out(x)

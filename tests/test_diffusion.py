@@ -148,3 +148,56 @@ def test_sampling_loop_does_no_host_copies_per_step(monkeypatch):
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     sampler.sample(model, shape=(2, 1))
     assert calls == []
+
+
+@pytest.mark.parametrize('loop', ['p_sample_loop', 'ddim_sample_loop'])
+def test_loop_callback_sees_every_step_in_order(loop):
+    """The per-step hook replaces the official *_progressive generators:
+    it sees each step from T-1 down to 0, and the last sample it sees is
+    what the loop returns (the hook does not change the result)."""
+    sampler, abar = make_sampler(5, GenerativeType.ddpm if loop ==
+                                 'p_sample_loop' else GenerativeType.ddim)
+    model = Oracle(abar)
+    xT = torch.randn(3, 2)
+    seen = []
+    torch.manual_seed(0)
+    out = getattr(sampler, loop)(model, noise=xT, clip_denoised=False,
+                                 callback=seen.append)
+    torch.manual_seed(0)
+    plain = getattr(sampler, loop)(model, noise=xT, clip_denoised=False,
+                                   progress=True)
+    assert torch.equal(out, plain)
+    assert [s['i'] for s in seen] == [4, 3, 2, 1, 0]
+    assert all(torch.equal(s['t'], torch.full((3, ), s['i'])) for s in seen)
+    assert torch.equal(seen[-1]['sample'], out)
+    assert all(s['pred_xstart'].shape == xT.shape for s in seen)
+
+
+def test_reverse_loop_records_each_step_and_calls_back():
+    sampler, abar = make_sampler(4)
+    model = Oracle(abar)
+    x0 = torch.randn(3, 2)
+    seen = []
+    out = sampler.ddim_reverse_sample_loop(model, x0, clip_denoised=False,
+                                           callback=seen.append)
+    assert [s['i'] for s in seen] == [0, 1, 2, 3]
+    assert len(out['sample_t']) == len(out['xstart_t']) == len(out['T']) == 4
+    for s, xt, t in zip(seen, out['sample_t'], out['T']):
+        assert torch.equal(s['sample'], xt) and torch.equal(s['t'], t)
+    assert torch.equal(out['sample'], out['sample_t'][-1])
+
+
+def test_ddim_loop_takes_per_step_model_kwargs():
+    """A list of model_kwargs gives each step its own (official
+    behaviour)."""
+    sampler, abar = make_sampler(3)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, tag=None, **kwargs):
+            seen.append(tag)
+            return Return(pred=torch.zeros_like(x))
+
+    sampler.ddim_sample_loop(Spy(), noise=torch.zeros(1, 1),
+                             model_kwargs=[{'tag': k} for k in 'abc'])
+    assert seen == ['c', 'b', 'a']

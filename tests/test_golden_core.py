@@ -154,3 +154,34 @@ def test_latent_net(fixture):
             out = s.sample(net, noise=io['z_noise'],
                            clip_denoised=conf.latent_clip_sample)
             _close(out, io[key], ATOL_LOOP, key)
+
+
+def test_official_hyper_parameters_load_into_a_config():
+    """An official checkpoint's hyper_parameters (compatibility-only names
+    such as ``parallel`` and ``fid_use_torch`` included) load strictly into
+    a TrainConfig and give back the run's settings."""
+    from config import COMPAT_ONLY_FIELDS, TrainConfig
+    for path in MODEL_DIRS:
+        hp = load_golden_ckpt(path / 'last.ckpt')['hyper_parameters']
+        assert COMPAT_ONLY_FIELDS & set(hp), 'fixture lost the official names'
+        conf = TrainConfig()
+        conf.from_dict(hp, strict=True)
+        want = load_recipe(path)['recipe']['set']
+        for k in ('name', 'img_size', 'net_ch', 'style_ch', 'T_eval'):
+            assert getattr(conf, k) == want[k], k
+        assert not COMPAT_ONLY_FIELDS & set(conf.__dict__)
+
+
+def test_compat_only_names_are_accepted_and_ignored():
+    """Official-style code that sets e.g. ``conf.parallel = True`` keeps
+    running; the name has no effect and reading it says why."""
+    from config import COMPAT_ONLY_FIELDS, TrainConfig
+    conf = TrainConfig()
+    for name in COMPAT_ONLY_FIELDS:
+        setattr(conf, name, True)
+        assert name not in conf.__dict__
+        with pytest.raises(AttributeError, match='compatibility-only'):
+            getattr(conf, name)
+    assert conf.clone().as_dict_jsonable() == TrainConfig().as_dict_jsonable()
+    with pytest.raises(ValueError, match='unknown config key'):
+        conf.from_dict({'not_a_field': 1}, strict=True)

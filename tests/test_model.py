@@ -138,3 +138,44 @@ def test_bf16_autocast_forward_close_to_float32():
             fast = model(x, t, x_start=x).pred
     rel = (fast.float() - ref).norm() / ref.norm()
     assert rel < 0.05, rel
+
+
+@pytest.mark.parametrize('updown', [True, False])
+def test_unet_and_encoder_share_the_down_path_layout(updown):
+    """The UNet's encoding side and the semantic encoder come from one
+    builder: with the same levels they have the same blocks per level,
+    resolutions and channels (only the conditioning differs)."""
+    from model.unet import BeatGANsEncoderConfig, BeatGANsUNetConfig
+    common = dict(image_size=16, in_channels=3, model_channels=8,
+                  num_res_blocks=2, attention_resolutions=(8, ),
+                  channel_mult=(1, 2, 2), resblock_updown=updown)
+    unet = BeatGANsUNetConfig(**common, embed_channels=16).make_model()
+    enc = BeatGANsEncoderConfig(**common, out_hid_channels=4,
+                                out_channels=4,
+                                use_time_condition=False).make_model()
+    assert unet.input_num_blocks == [3, 3, 3]
+    assert len(unet.input_blocks) == len(enc.input_blocks) == 9
+    for a, b in zip(unet.input_blocks, enc.input_blocks):
+        assert [type(m) for m in a] == [type(m) for m in b]
+    x = torch.randn(2, 3, 16, 16)
+    h_u, h_e = x, x
+    for a, b in zip(unet.input_blocks, enc.input_blocks):
+        h_u = a(h_u, emb=torch.zeros(2, 16))
+        h_e = b(h_e)
+        assert h_u.shape == h_e.shape
+    assert h_u.shape == (2, 16, 4, 4)
+
+
+def test_unet_with_fewer_encoder_blocks_still_runs():
+    """num_input_res_blocks < num_res_blocks: the extra decoder blocks get
+    no skip (lateral) and the output keeps the input's shape."""
+    from model.unet import BeatGANsUNetConfig
+    unet = BeatGANsUNetConfig(image_size=16, model_channels=8,
+                              num_res_blocks=2, num_input_res_blocks=1,
+                              attention_resolutions=(8, ),
+                              channel_mult=(1, 2),
+                              embed_channels=16).make_model()
+    assert unet.input_num_blocks == [2, 2]
+    assert unet.output_num_blocks == [3, 3]
+    out = unet(torch.randn(2, 3, 16, 16), t=torch.tensor([1, 500])).pred
+    assert out.shape == (2, 3, 16, 16)
