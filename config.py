@@ -13,7 +13,9 @@ from torch.utils.data.distributed import DistributedSampler
 from choices import (Activation, GenerativeType, LossType, ManipulateLossType,
                      ManipulateMode, ModelMeanType, ModelName, ModelType,
                      ModelVarType, OptimizerType, TrainMode)
+import dataset as D
 from config_base import BaseConfig
+from dataset_util import use_cached_dataset_path
 from diffusion import SpacedDiffusionBeatGansConfig, UniformSampler
 from diffusion.schedules import get_named_beta_schedule, space_timesteps
 from model import (BeatGANsAutoencConfig, BeatGANsUNetConfig, LatentNetType,
@@ -247,7 +249,6 @@ class TrainConfig(BaseConfig):
                 f"{sorted(data_paths)} or 'imagefolder' with conf.data_dir")
         path = data_paths[self.data_name]
         if self.use_cache_dataset and path is not None:
-            from dataset_util import use_cached_dataset_path
             path = use_cached_dataset_path(
                 path, f'{self.data_cache_dir}/{self.data_name}')
         return path
@@ -327,7 +328,6 @@ class TrainConfig(BaseConfig):
     def make_dataset(self, path=None, **kwargs):
         """The training dataset named by ``data_name`` (at ``path`` or
         ``data_path``)."""
-        import dataset as D
         path = path or self.data_path
         name = self.data_name
         if name == 'ffhqlmdb256':
