@@ -297,6 +297,7 @@ class BaseLMDB(Dataset):
                 f"LMDB '{self.path}' has no key '{self.key(0)}': expected "
                 f"keys {pattern}; found {self.db.describe_keys()}"
                 f'{self._guess()}')
+        self.db.check_length(self.length, self.key)
 
     @property
     def path(self):

@@ -16,12 +16,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning import loggers as pl_loggers
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import make_grid, save_image
 
 import checkpoint_io
 import renderer
+import validation
 from choices import OptimizerType, TrainMode
 from config import TrainConfig
 from dist_utils import get_world_size
@@ -94,7 +95,7 @@ class LitModel(pl.LightningModule):
         latent DPM) from an inferred ``latent.pkl``."""
         c = self.conf.style_ch
         if os.path.exists(path):
-            state = checkpoint_io.load_checkpoint(path)
+            state = validation.load_latents(path, c)
             self.conds = state['conds']
             mean, std = state['conds_mean'], state['conds_std']
         else:
@@ -109,7 +110,7 @@ class LitModel(pl.LightningModule):
         under a latent DPM). Every key must match except those this
         template adds (the latent net, the latent stats, x_T)."""
         print(f'loading pretrain {path}')
-        state = checkpoint_io.load_checkpoint(path)
+        state = checkpoint_io.load_checkpoint(path, what='conf.pretrain')
         sd = dict(state['state_dict'])
         if 'x_T' in sd and sd['x_T'].shape != self.x_T.shape:
             del sd['x_T']
@@ -147,6 +148,7 @@ class LitModel(pl.LightningModule):
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         model = cls(conf)
         state = checkpoint_io.load_checkpoint(path, map_location=map_location)
+        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
         checkpoint_io.load_state_verified(model, state['state_dict'],
                                           source=f'checkpoint {path}')
         model.eval()
@@ -609,6 +611,7 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     print('conf:', conf.name)
     if mode not in ('train', 'eval'):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    validation.check_train_conf(conf, mode)
     if accelerator is None and not torch.cuda.is_available():
         n_asked = gpus if isinstance(gpus, int) else len(gpus)
         if n_asked > 1:
@@ -635,17 +638,23 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     # no version counter: last.ckpt is always overwritten (atomically), also
     # after the run folder moved (else Lightning writes last-v1.ckpt and the
     # next rerun would resume from the stale last.ckpt)
-    checkpoint = ModelCheckpoint(dirpath=conf.logdir, save_last=True,
-                                 save_top_k=1, every_n_train_steps=every,
-                                 enable_version_counter=False)
+    # (files of earlier runs in the folder are never deleted)
+    checkpoint = checkpoint_io.run_checkpoint_callback(
+        dirpath=conf.logdir, save_last=True, save_top_k=1,
+        every_n_train_steps=every, enable_version_counter=False)
     checkpoint_path = os.path.join(conf.logdir, 'last.ckpt')
-    resume = None
-    if os.path.exists(checkpoint_path):
-        resume = checkpoint_path
+    # last.ckpt, else the newest intact checkpoint of the folder (loudly)
+    resume = (checkpoint_io.find_resume_checkpoint(conf.logdir)
+              if mode == 'train' else None)
+    if resume is not None:
         print('resuming from', resume)
-    elif conf.continue_from is not None:
+        validation.warn_if_hparams_differ(resume, conf)
+    elif mode == 'train' and conf.continue_from is not None:
         if os.path.exists(conf.continue_from.path):
             resume = conf.continue_from.path
+            validation.warn_if_hparams_differ(checkpoint_io.load_checkpoint(
+                resume, mmap=True, what='conf.continue_from'), conf,
+                f'conf.continue_from {resume}')
         else:
             warnings.warn(f'conf.continue_from={conf.continue_from.path} '
                           'does not exist: starting from scratch')
@@ -678,7 +687,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
 
     eval_path = conf.eval_path or checkpoint_path
     print('loading from:', eval_path)
-    state = checkpoint_io.load_checkpoint(eval_path)
+    state = checkpoint_io.load_checkpoint(eval_path, what='eval_path')
+    validation.warn_if_hparams_differ(state, conf, f'checkpoint {eval_path}')
     checkpoint_io.load_state_verified(model, state['state_dict'],
                                       source=f'checkpoint {eval_path}')
     # a one-batch loader so that test_step runs once on every process

@@ -62,10 +62,10 @@ def _losses(work):
 
 def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
         tmp_path, shapes_lmdb):
-    """Saved after the last batch of epoch 0 (step 10), after the first
-    batch of epoch 1 (step 11) and mid-epoch (step 15): each restart
-    continues with the uninterrupted run's losses."""
-    steps = 16
+    """Saved mid-epoch (step 5), after the last batch of epoch 0 (step 10)
+    and after the first batch of epoch 1 (step 11), then stopped: each
+    restart continues with the uninterrupted run's losses (and epoch)."""
+    steps = 12
     ref = tmp_path / 'ref'
     ref.mkdir()
     _train(ref, shapes_lmdb, steps)
@@ -74,7 +74,7 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
 
     work = tmp_path / 'killed'
     work.mkdir()
-    for crash_at in (10, 11, 15):
+    for crash_at in (5, 10, 11):
         _train(work, shapes_lmdb, steps, crash_at=crash_at)
     _train(work, shapes_lmdb, steps)
     got = _losses(work)
@@ -90,3 +90,151 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
     assert state['epoch'] == torch.load(
         os.path.join(ref, 'checkpoints', 'tiny_autoenc', 'last.ckpt'),
         weights_only=True)['epoch']
+
+
+# ---------------------------------------------------------------------------
+# damaged checkpoints
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def two_step_run(tmp_path_factory, shapes_lmdb):
+    """A finished 2-step run (checkpoints epoch=0-step=2.ckpt and
+    last.ckpt, both at step 2)."""
+    work = tmp_path_factory.mktemp('two')
+    _train(work, shapes_lmdb, 2)
+    return work
+
+
+def _copy_run(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    if os.path.exists(os.path.join(dst, 'losses.jsonl')):
+        os.remove(os.path.join(dst, 'losses.jsonl'))
+    return os.path.join(dst, 'checkpoints', 'tiny_autoenc')
+
+
+def test_truncated_last_ckpt_resumes_from_the_newest_intact_one(
+        tmp_path, shapes_lmdb, two_step_run, capsys):
+    import checkpoint_io
+    logdir = _copy_run(two_step_run, tmp_path / 'run')
+    last = os.path.join(logdir, 'last.ckpt')
+    data = open(last, 'rb').read()
+    with open(last, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    other = os.path.join(logdir, 'epoch=0-step=2.ckpt')
+    assert os.path.exists(other)
+    with pytest.warns(UserWarning) as rec:
+        _train(tmp_path / 'run', shapes_lmdb, 3)
+    msg = ' '.join(str(w.message) for w in rec)
+    assert 'truncated' in msg and last in msg and other in msg
+    assert 'last.ckpt.damaged' in msg
+    # the damaged file is kept byte for byte; the run continued at step 3
+    with open(last + '.damaged', 'rb') as f:
+        assert f.read() == data[:len(data) // 2]
+    assert sorted(_losses(tmp_path / 'run')) == [3]
+    assert checkpoint_io.load_checkpoint(last)['global_step'] == 3
+    # the checkpoint it resumed from was not written by this run: kept
+    assert os.path.exists(other)
+
+
+def test_deleted_last_ckpt_does_not_start_over_on_top_of_the_run(
+        tmp_path, shapes_lmdb, two_step_run):
+    logdir = _copy_run(two_step_run, tmp_path / 'run')
+    os.remove(os.path.join(logdir, 'last.ckpt'))
+    with pytest.warns(UserWarning, match='has no last.ckpt'):
+        _train(tmp_path / 'run', shapes_lmdb, 3)
+    assert sorted(_losses(tmp_path / 'run')) == [3]    # not 1, 2, 3
+    assert os.path.exists(os.path.join(logdir, 'epoch=0-step=2.ckpt'))
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'empty', 'text'])
+def test_no_intact_checkpoint_stops_with_the_choices(tmp_path, shapes_lmdb,
+                                                     two_step_run, damage):
+    import checkpoint_io
+    logdir = _copy_run(two_step_run, tmp_path / 'run')
+    files = sorted(os.listdir(logdir))
+    for name in ('last.ckpt', 'epoch=0-step=2.ckpt'):
+        p = os.path.join(logdir, name)
+        data = open(p, 'rb').read()
+        with open(p, 'wb') as f:
+            f.write({'truncated': data[:1000], 'empty': b'',
+                     'text': b'hello, not a checkpoint\n'}[damage])
+    with pytest.raises(checkpoint_io.CheckpointLoadError) as e:
+        _train(tmp_path / 'run', shapes_lmdb, 3)
+    msg = str(e.value)
+    why = {'truncated': 'truncated', 'empty': 'empty',
+           'text': 'not a checkpoint'}[damage]
+    assert msg.count(why) == 2, msg
+    assert 'last.ckpt' in msg and 'epoch=0-step=2.ckpt' in msg
+    assert 'Choices' in msg and 'continue_from' in msg
+    assert sorted(os.listdir(logdir)) == files       # nothing moved
+    assert not os.path.exists(tmp_path / 'run' / 'losses.jsonl')
+
+
+def test_damaged_pretrain_continue_from_and_eval_path_name_the_file(
+        tmp_path, shapes_lmdb):
+    from tiny_training import tiny_shapes_conf
+
+    import checkpoint_io
+    from config import PretrainConfig
+    from experiment import LitModel, train
+    bad = tmp_path / 'cut.ckpt'
+    bad.write_bytes(b'PK\x03\x04' + b'\0' * 100)
+    conf = tiny_shapes_conf(str(tmp_path), shapes_lmdb)
+    conf.total_samples = 8
+    conf.pretrain = PretrainConfig('x', str(bad))
+    with pytest.raises(checkpoint_io.CheckpointLoadError,
+                       match=r'conf.pretrain .*cut.ckpt: truncated'):
+        LitModel(conf)
+    conf.pretrain = None
+    conf.continue_from = PretrainConfig('x', str(bad))
+    with pytest.raises(checkpoint_io.CheckpointLoadError,
+                       match=r'conf.continue_from .*cut.ckpt: truncated'):
+        train(conf, gpus=[0])
+    conf.continue_from = None
+    conf.eval_path = str(bad)
+    conf.eval_programs = ['infer']
+    with pytest.raises(checkpoint_io.CheckpointLoadError,
+                       match=r'eval_path .*cut.ckpt: truncated'):
+        train(conf, gpus=[0], mode='eval')
+
+
+# ---------------------------------------------------------------------------
+# unsafe pickles
+# ---------------------------------------------------------------------------
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+@pytest.mark.parametrize('what', ['checkpoint', 'latent'])
+def test_unsafe_pickle_is_refused_in_the_projects_words(tmp_path, what):
+    import checkpoint_io
+    from experiment import LitModel
+    from tiny_training import tiny_shapes_conf
+    marker = tmp_path / 'ran'
+    path = tmp_path / ('evil.ckpt' if what == 'checkpoint' else 'latent.pkl')
+    torch.save({'state_dict': {}, 'conds': _Payload(marker)}, path)
+    conf = tiny_shapes_conf(str(tmp_path), 'unused')
+    loaders = [lambda: checkpoint_io.load_checkpoint(path)]
+    if what == 'checkpoint':
+        loaders.append(lambda: LitModel.from_checkpoint(conf, path))
+    else:
+        conf.latent_infer_path = str(path)
+        loaders.append(lambda: LitModel(conf))
+    for load in loaders:
+        with pytest.raises(checkpoint_io.UnsafeCheckpointError) as e:
+            load()
+        msg = str(e.value)
+        assert str(path) in msg
+        assert 'system' in msg                       # the refused global
+        assert 'never need' in msg and 'run code' in msg
+        assert 'weights_only=False' not in msg
+        assert e.value.__cause__ is None and e.value.__suppress_context__
+    assert not marker.exists()
+    # the payload does run code when unpickled unsafely (the test's own
+    # control that it would have been caught)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
