@@ -238,3 +238,98 @@ def test_unsafe_pickle_is_refused_in_the_projects_words(tmp_path, what):
     # control that it would have been caught)
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+# ---------------------------------------------------------------------------
+# validated before any work
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('field,value,words', [
+    ('total_samples', -4, 'total_samples=-4'),
+    ('total_samples', 0, 'total_samples=0'),
+    ('total_samples', 3, 'less than one optimizer step'),
+    ('batch_size', 0, 'batch_size=0'),
+    ('T', 0, 'conf.T=0'),
+    ('T_eval', 2000, 'T_eval=2000 is more steps'),
+])
+def test_bad_settings_stop_before_any_work(tmp_path, field, value, words):
+    from tiny_training import tiny_shapes_conf
+
+    from experiment import train
+    conf = tiny_shapes_conf(str(tmp_path / 'w'), 'unused.lmdb')
+    conf.total_samples = 40
+    conf.T_eval = min(conf.T_eval, conf.T)
+    setattr(conf, field, value)
+    with pytest.raises(ValueError, match=words):
+        train(conf, gpus=[0])
+    assert not os.path.exists(tmp_path / 'w')        # nothing was made
+
+
+@pytest.mark.parametrize('kind', ['width', 'keys', 'garbage'])
+def test_bad_latent_pkl_names_the_file(tmp_path, kind):
+    import checkpoint_io
+    from experiment import LitModel
+    from tiny_training import tiny_shapes_conf
+    conf = tiny_shapes_conf(str(tmp_path), 'unused')
+    c = conf.style_ch
+    path = tmp_path / 'latent.pkl'
+    if kind == 'width':
+        torch.save({'conds': torch.zeros(5, c + 1),
+                    'conds_mean': torch.zeros(c + 1),
+                    'conds_std': torch.ones(c + 1)}, path)
+        err, words = ValueError, f'expected \\(N, {c}\\)'
+    elif kind == 'keys':
+        torch.save({'latents': torch.zeros(5, c)}, path)
+        err, words = ValueError, "lacks \\['conds'"
+    else:
+        path.write_bytes(bytes(range(101, 201)))
+        err, words = checkpoint_io.CheckpointLoadError, 'not a checkpoint'
+    conf.latent_infer_path = str(path)
+    with pytest.raises(err, match=words) as e:
+        LitModel(conf)
+    assert str(path) in str(e.value)
+
+
+def _set_length(path, n):
+    import lmdb
+    env = lmdb.open(path, subdir=os.path.isdir(path), lock=False)
+    with env.begin(write=True) as txn:
+        txn.put(b'length', str(n).encode())
+    env.close()
+
+
+def test_lmdb_length_is_checked_against_its_records(tmp_path):
+    import dataset
+    from dataset_util import LMDBFormatError
+    short = str(tmp_path / 'short.lmdb')
+    dataset.make_shapes_lmdb(short, num_images=8)
+    _set_length(short, 100)
+    with pytest.raises(LMDBFormatError, match='length=100 but has no record'):
+        dataset.ShapesDataset(short, image_size=32)
+    _set_length(short, 4)
+    with pytest.warns(UserWarning, match='length=4 but also holds') as rec:
+        data = dataset.ShapesDataset(short, image_size=32)
+    assert 'short.lmdb' in str(rec[0].message)
+    assert len(data) == 4
+
+
+def test_checkpoint_of_other_settings_warns_with_the_fields(tmp_path,
+                                                           two_step_run):
+    from tiny_training import tiny_shapes_conf
+
+    from experiment import LitModel
+    src = os.path.join(two_step_run, 'checkpoints', 'tiny_autoenc',
+                       'last.ckpt')
+    state = torch.load(src, weights_only=True)
+    conf = tiny_shapes_conf(str(tmp_path), 'unused')
+    state['hyper_parameters'] = dict(state['hyper_parameters'],
+                                     beta_scheduler='cosine', T=500)
+    path = tmp_path / 'other.ckpt'
+    torch.save(state, path)
+    assert conf.beta_scheduler == 'linear' and conf.T != 500
+    with pytest.warns(UserWarning, match='other settings') as rec:
+        LitModel.from_checkpoint(conf, path)
+    msg = str(rec[0].message)
+    assert str(path) in msg
+    assert "beta_scheduler: checkpoint 'cosine', config 'linear'" in msg
+    assert f'T: checkpoint 500, config {conf.T}' in msg
+    assert 'img_size' not in msg                     # only what differs
