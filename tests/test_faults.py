@@ -333,3 +333,121 @@ def test_checkpoint_of_other_settings_warns_with_the_fields(tmp_path,
     assert "beta_scheduler: checkpoint 'cosine', config 'linear'" in msg
     assert f'T: checkpoint 500, config {conf.T}' in msg
     assert 'img_size' not in msg                     # only what differs
+
+
+# ---------------------------------------------------------------------------
+# images checked before the first step
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def folder_203(tmp_path_factory):
+    """200 good PNGs and 3 corrupt files (a truncated PNG, a 0-byte .jpg,
+    a truncated JPEG)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    d = tmp_path_factory.mktemp('imgs')
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+                        ).save(d / f'{i:03d}.png')
+    png = (d / '000.png').read_bytes()
+    (d / 'zz_cut.png').write_bytes(png[:len(png) // 2])
+    (d / 'empty.jpg').write_bytes(b'')
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        buf, format='JPEG')
+    (d / 'cut.jpg').write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+    return str(d)
+
+
+BAD3 = ('zz_cut.png', 'empty.jpg', 'cut.jpg')
+
+
+def _folder_conf(tmp_path, folder, policy):
+    from tiny_training import tiny_shapes_conf
+    conf = tiny_shapes_conf(str(tmp_path), 'unused')
+    conf.data_name = 'imagefolder'
+    conf.data_dir = folder
+    conf.bad_images = policy
+    conf.total_samples = conf.batch_size
+    return conf
+
+
+def test_bad_images_error_lists_all_before_training(tmp_path, folder_203,
+                                                    monkeypatch):
+    import time
+
+    import image_check
+    from experiment import train
+    monkeypatch.setenv('DIFFAE_CACHE_DIR', str(tmp_path / 'cache'))
+    conf = _folder_conf(tmp_path, folder_203, 'error')
+    t0 = time.perf_counter()
+    with pytest.raises(image_check.BadImagesError) as e:
+        train(conf, gpus=[0], enable_progress_bar=False)
+    took = time.perf_counter() - t0
+    msg = str(e.value)
+    assert '3 of 203 image files' in msg
+    for name in BAD3:
+        assert os.path.join(folder_203, name) in msg
+    assert "bad_images='skip'" in msg
+    assert not [f for f in os.listdir(conf.logdir) if f.endswith('.ckpt')]
+    # the second check is served from the cache (nothing decoded again)
+    t1 = time.perf_counter()
+    bad, stats = image_check.check_images(
+        folder_203, sorted(os.listdir(folder_203)))
+    cached = time.perf_counter() - t1
+    assert sorted(bad) == sorted(BAD3)
+    assert stats == {'checked': 0, 'cached': 203}
+    print(f"\n'error' with 3 bad of 203: stopped after {took:.2f} s "
+          f'(incl. model build); cached re-check {cached * 1000:.1f} ms')
+
+
+def test_bad_images_skip_trains_on_the_good_ones(tmp_path, folder_203,
+                                                 monkeypatch):
+    from experiment import train
+    monkeypatch.setenv('DIFFAE_CACHE_DIR', str(tmp_path / 'cache'))
+    conf = _folder_conf(tmp_path, folder_203, 'skip')
+    with pytest.warns(UserWarning, match='leaving out 3 .* of 203 .* '
+                      'training on 200'):
+        model = train(conf, gpus=[0], enable_progress_bar=False,
+                      enable_model_summary=False)
+    assert len(model.train_data) == 200
+    assert model.global_step == 1
+    listing = open(os.path.join(conf.logdir, 'bad_images.txt')).read()
+    assert sorted(line.split('\t')[0] for line in listing.splitlines()) == \
+        sorted(os.path.join(folder_203, n) for n in BAD3)
+
+
+def test_cache_rechecks_a_changed_file(tmp_path, folder_203, monkeypatch):
+    import shutil
+
+    import image_check
+    monkeypatch.setenv('DIFFAE_CACHE_DIR', str(tmp_path / 'cache'))
+    d = tmp_path / 'copy'
+    shutil.copytree(folder_203, d)
+    rels = sorted(os.listdir(d))
+    assert image_check.check_images(str(d), rels)[1]['checked'] == 203
+    good = (d / '001.png').read_bytes()
+    (d / 'zz_cut.png').write_bytes(good)          # repaired
+    bad, stats = image_check.check_images(str(d), rels)
+    assert stats == {'checked': 1, 'cached': 202}
+    assert sorted(bad) == ['cut.jpg', 'empty.jpg']
+
+
+def test_folder_to_lmdb_checks_every_image_first(tmp_path, folder_203,
+                                                 monkeypatch):
+    import image_check
+    from lmdb_writer import LMDBImageReader, folder_to_lmdb
+    monkeypatch.setenv('DIFFAE_CACHE_DIR', str(tmp_path / 'cache'))
+    out = tmp_path / 'out.lmdb'
+    exts = ['png', 'jpg']
+    with pytest.raises(image_check.BadImagesError) as e:
+        folder_to_lmdb(folder_203, out, size=32, exts=exts, progress=False)
+    assert all(n in str(e.value) for n in BAD3)
+    assert not out.exists()
+    with pytest.warns(UserWarning, match='leaving out 3'):
+        n = folder_to_lmdb(folder_203, out, size=32, exts=exts,
+                           progress=False, bad_images='skip')
+    assert n == 200
+    assert len(LMDBImageReader(str(out), zfill=7, key_prefix='32')) == 200
