@@ -451,3 +451,31 @@ def test_folder_to_lmdb_checks_every_image_first(tmp_path, folder_203,
                            progress=False, bad_images='skip')
     assert n == 200
     assert len(LMDBImageReader(str(out), zfill=7, key_prefix='32')) == 200
+
+
+# ---------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------
+def test_cli_names_every_bad_image_and_keeps_earlier_results(tmp_path,
+                                                             folder_203):
+    import cli
+    good = os.path.join(folder_203, '000.png')
+    paths = [good, os.path.join(folder_203, 'zz_cut.png'),
+             os.path.join(folder_203, 'cut.jpg'), str(tmp_path / 'no.png')]
+    with pytest.raises(SystemExit) as e:
+        cli.load_images(paths, 32)
+    msg = str(e.value)
+    assert 'cannot read 3 of 4' in msg
+    for p in paths[1:]:
+        assert p in msg
+    assert cli.load_images([good], 32).shape == (1, 3, 32, 32)
+    # run twice: the first result is kept, the second numbered
+    out = str(tmp_path / 'out' / 'autoencode.png')
+    img = torch.rand(1, 3, 8, 8)
+    first = cli.save_grid([img], out, nrow=1)
+    data = open(first, 'rb').read()
+    second = cli.save_grid([img * 0], out, nrow=1)
+    assert (first, second) == (out, out.replace('.png', '-1.png'))
+    assert open(first, 'rb').read() == data
+    assert cli.save_grid([img * 0], out, nrow=1, force=True) == out
+    assert open(out, 'rb').read() != data
