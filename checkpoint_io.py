@@ -50,6 +50,10 @@ class CheckpointLoadError(RuntimeError):
     names the file, why, and what to do."""
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (read-only folder, full disk)."""
+
+
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A file that pickles a global outside the allow-list (loading it
     would run code from the file). Nothing from it was executed."""
@@ -258,7 +262,19 @@ def run_checkpoint_callback(**kwargs):
             self._written = set()
 
         def _save_checkpoint(self, trainer, filepath):
-            super()._save_checkpoint(trainer, filepath)
+            try:
+                super()._save_checkpoint(trainer, filepath)
+            except OSError as e:
+                last = os.path.join(os.path.dirname(filepath), 'last.ckpt')
+                kept = (f'{last} (as it was before this save) is kept'
+                        if os.path.exists(last) else 'no earlier checkpoint '
+                        'exists')
+                raise CheckpointSaveError(
+                    f'cannot write checkpoint {filepath} at step '
+                    f'{trainer.global_step}: {e}. Training stopped; {kept}. '
+                    f'Make {os.path.dirname(filepath)} writable (or free '
+                    'disk space) and rerun the same command to resume.'
+                ) from e
             self._written.add(os.path.abspath(filepath))
 
         def _remove_checkpoint(self, trainer, filepath):

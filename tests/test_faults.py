@@ -479,3 +479,48 @@ def test_cli_names_every_bad_image_and_keeps_earlier_results(tmp_path,
     assert open(first, 'rb').read() == data
     assert cli.save_grid([img * 0], out, nrow=1, force=True) == out
     assert open(out, 'rb').read() != data
+
+
+# ---------------------------------------------------------------------------
+# under faults: a run folder that turns read-only
+# ---------------------------------------------------------------------------
+def test_read_only_run_folder_stops_clearly_and_keeps_last_ckpt(
+        tmp_path, shapes_lmdb, monkeypatch):
+    """From step 3 on, every write into the run folder fails with EROFS
+    (simulated in fsspec, through which Lightning writes checkpoints: the
+    tests run as root, whom chmod does not stop)."""
+    import errno
+
+    import fsspec.implementations.local as local
+    import pytorch_lightning as pl
+    from tiny_training import tiny_shapes_conf
+
+    import checkpoint_io
+    from experiment import train
+    conf = tiny_shapes_conf(str(tmp_path), shapes_lmdb)
+    conf.total_samples = conf.batch_size * 6
+    logdir = os.path.abspath(conf.logdir)
+    state = {'ro': False}
+    real_open = local.LocalFileOpener._open
+
+    def _open(self):
+        if state['ro'] and os.path.abspath(self.path).startswith(logdir):
+            raise OSError(errno.EROFS, 'Read-only file system', self.path)
+        return real_open(self)
+
+    monkeypatch.setattr(local.LocalFileOpener, '_open', _open)
+
+    class TurnReadOnly(pl.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            state['ro'] = trainer.global_step >= 2
+
+    with pytest.raises(checkpoint_io.CheckpointSaveError) as e:
+        train(conf, gpus=[0], callbacks=[TurnReadOnly()],
+              enable_progress_bar=False, enable_model_summary=False)
+    msg = str(e.value)
+    assert 'at step 3' in msg and 'Read-only file system' in msg
+    assert os.path.join(logdir, 'last.ckpt') in msg and 'rerun' in msg
+    state['ro'] = False
+    kept = checkpoint_io.load_checkpoint(os.path.join(logdir, 'last.ckpt'))
+    assert kept['global_step'] == 2
+    assert not [f for f in os.listdir(logdir) if '.tmp' in f]
