@@ -386,9 +386,12 @@ class LitModel(pl.LightningModule):
             out['lr_scheduler'] = {'scheduler': sched, 'interval': 'step'}
         return out
 
-    def on_fit_start(self):
+    def configure_model(self):
         # NHWC convolutions are faster with oneDNN (CPU, float32 and bf16)
-        # and with cuDNN under autocast; values are unchanged
+        # and with cuDNN under autocast; values are unchanged. Done before
+        # DDP wraps the model (this hook runs before it): converted after,
+        # DDP's gradient buckets keep the old strides, and a resumed DDP run
+        # took a different first step than an uninterrupted one
         self.model.to(memory_format=torch.channels_last)
         self.ema_model.to(memory_format=torch.channels_last)
 
@@ -404,12 +407,22 @@ class LitModel(pl.LightningModule):
         }
         if torch.cuda.is_available():
             checkpoint['rng_states']['cuda'] = torch.cuda.get_rng_state_all()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process's own RNG (dropout differs per rank)
+            every = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(every,
+                                                checkpoint['rng_states'])
+            checkpoint['rng_states_per_rank'] = every
 
     def on_load_checkpoint(self, checkpoint):
         self._resumed_rng = checkpoint.get('rng_states')
+        self._resumed_rngs = checkpoint.get('rng_states_per_rank')
 
     def on_train_start(self):
         rng = getattr(self, '_resumed_rng', None)
+        rngs = getattr(self, '_resumed_rngs', None)
+        if rngs and len(rngs) == self.trainer.world_size:
+            rng = rngs[self.global_rank]
         if rng:
             torch.set_rng_state(rng['torch'].cpu())
             name, keys, pos, has_gauss, gauss = rng['numpy']

@@ -524,3 +524,77 @@ def test_read_only_run_folder_stops_clearly_and_keeps_last_ckpt(
     kept = checkpoint_io.load_checkpoint(os.path.join(logdir, 'last.ckpt'))
     assert kept['global_step'] == 2
     assert not [f for f in os.listdir(logdir) if '.tmp' in f]
+
+
+# ---------------------------------------------------------------------------
+# under load: kill -9 a 2-process (gloo) DDP run mid-epoch
+# ---------------------------------------------------------------------------
+def _group_alive(pgid):
+    """Live (non-zombie) processes of process group ``pgid``."""
+    alive = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != 'Z':
+            alive.append(int(pid))
+    return alive
+
+
+def test_kill_9_of_a_two_process_ddp_run_resumes_exactly(tmp_path,
+                                                         shapes_lmdb):
+    import signal
+    import subprocess
+    import time
+
+    import checkpoint_io
+    script = str(ROOT / 'tests' / 'tiny_training.py')
+    steps, hang = 6, 3          # 10 steps an epoch: killed mid-epoch
+
+    def launch(work, *extra):
+        os.makedirs(work, exist_ok=True)
+        with open(work / 'log.txt', 'a') as log:
+            return subprocess.Popen(
+                [sys.executable, script, str(work), shapes_lmdb, str(steps),
+                 '--ddp', '2', *extra], stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+    def finish(proc, work):
+        proc.wait(timeout=300)
+        assert proc.returncode == 0, open(work / 'log.txt').read()[-3000:]
+
+    def by_rank(work):
+        rows = [json.loads(line) for line in open(work / 'losses.jsonl')]
+        return {(r['rank'], r['step']): r['loss'] for r in rows}
+
+    finish(launch(tmp_path / 'ref'), tmp_path / 'ref')
+    want = by_rank(tmp_path / 'ref')
+    assert sorted(want) == [(r, s) for r in (0, 1)
+                            for s in range(1, steps + 1)]
+
+    work = tmp_path / 'killed'
+    proc = launch(work, '--hang-after', str(hang))
+    t0 = time.time()
+    while not all((work / f'hang{r}').exists() for r in (0, 1)):
+        assert proc.poll() is None and time.time() - t0 < 300, \
+            open(work / 'log.txt').read()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    t0 = time.time()
+    while _group_alive(proc.pid):      # no rank left hanging
+        assert time.time() - t0 < 10, _group_alive(proc.pid)
+        time.sleep(0.1)
+    logdir = work / 'checkpoints' / 'tiny_autoenc'
+    assert checkpoint_io.load_checkpoint(logdir / 'last.ckpt')[
+        'global_step'] == hang
+
+    finish(launch(work), work)
+    got = by_rank(work)
+    assert sorted(got) == sorted(want)
+    for key, loss in got.items():
+        assert loss == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
