@@ -19,12 +19,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from dataset_util import CorruptImageError
+
 POLICIES = ('error', 'skip')
 # folders this large get a progress bar
 PROGRESS_FROM = 1000
 
 
-class BadImagesError(ValueError):
+class BadImagesError(CorruptImageError, ValueError):
     """Files of an image folder that cannot be decoded (all listed)."""
 
 
@@ -125,7 +127,8 @@ def describe(folder: str, bad: Dict[str, str], total: int,
 
 def filter_paths(folder: str, rels: List[str], policy: str = 'error',
                  report_dir: Optional[str] = None,
-                 setting: str = "conf.bad_images") -> List[str]:
+                 setting: str = "conf.bad_images",
+                 nothing: str = 'Nothing was trained.') -> List[str]:
     """``rels`` without the undecodable files. policy 'error': raise
     BadImagesError listing all of them (before any work); 'skip': leave
     them out with one warning and write their list to
@@ -138,7 +141,7 @@ def filter_paths(folder: str, rels: List[str], policy: str = 'error',
     text = describe(folder, bad, len(rels))
     if policy == 'error':
         raise BadImagesError(
-            f'{text}\nNothing was trained. Fix or remove these files, or '
+            f'{text}\n{nothing} Fix or remove these files, or '
             f"set {setting}='skip' to leave them out.")
     kept = [r for r in rels if r not in bad]
     where = ''
@@ -151,7 +154,7 @@ def filter_paths(folder: str, rels: List[str], policy: str = 'error',
                                                  key=lambda x: str(x[0]))))
         where = f'; the list is in {listing}'
     warnings.warn(f'{setting}=\'skip\': leaving out {len(bad)} undecodable '
-                  f'image file(s) of {len(rels)} in {folder}; training on '
+                  f'image file(s) of {len(rels)} in {folder}; using the other '
                   f'{len(kept)}{where}')
     return kept
 

@@ -362,7 +362,8 @@ def folder_to_lmdb(in_folder, out_path, size: Optional[int] = 256,
                 f'{list(exts)}')
         # every file checked first: all bad ones reported at once
         rels = image_check.filter_paths(in_folder, rels, bad_images,
-                                        setting='bad_images (--bad-images)')
+                                        setting='bad_images (--bad-images)',
+                                        nothing='Nothing was written.')
         if order == 'index':
             idx = [_index_from_name(r) for r in rels]
             if sorted(idx) != list(range(len(idx))):

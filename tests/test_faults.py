@@ -68,7 +68,7 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
     steps = 12
     ref = tmp_path / 'ref'
     ref.mkdir()
-    _train(ref, shapes_lmdb, steps)
+    _train(ref, shapes_lmdb, steps, every=10**9)      # (no saves needed)
     want = {k: v[0] for k, v in _losses(ref).items()}
     assert sorted(want) == list(range(1, steps + 1))
 
@@ -87,9 +87,7 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
     import checkpoint_io
     state = checkpoint_io.load_checkpoint(os.path.join(logdir, 'last.ckpt'))
     assert state['global_step'] == steps
-    assert state['epoch'] == torch.load(
-        os.path.join(ref, 'checkpoints', 'tiny_autoenc', 'last.ckpt'),
-        weights_only=True)['epoch']
+    assert state['epoch'] == 1                       # not one epoch ahead
 
 
 # ---------------------------------------------------------------------------
@@ -409,7 +407,7 @@ def test_bad_images_skip_trains_on_the_good_ones(tmp_path, folder_203,
     monkeypatch.setenv('DIFFAE_CACHE_DIR', str(tmp_path / 'cache'))
     conf = _folder_conf(tmp_path, folder_203, 'skip')
     with pytest.warns(UserWarning, match='leaving out 3 .* of 203 .* '
-                      'training on 200'):
+                      'using the other 200'):
         model = train(conf, gpus=[0], enable_progress_bar=False,
                       enable_model_summary=False)
     assert len(model.train_data) == 200
