@@ -61,22 +61,27 @@ def _losses(work):
 
 
 def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
-        tmp_path, shapes_lmdb):
-    """Saved mid-epoch (step 5), after the last batch of epoch 0 (step 10)
-    and after the first batch of epoch 1 (step 11), then stopped: each
-    restart continues with the uninterrupted run's losses (and epoch)."""
-    steps = 12
+        tmp_path):
+    """12 images, batch 4: 3 steps an epoch. Saved mid-epoch (step 1),
+    after the last batch of epoch 0 (step 3) and after the first batch of
+    epoch 1 (step 4), then stopped: each restart continues with the
+    uninterrupted run's losses (and epoch)."""
+    import checkpoint_io
+    import dataset
+    lmdb = str(tmp_path / 'twelve.lmdb')
+    dataset.make_shapes_lmdb(lmdb, num_images=12)
+    steps = 5
     ref = tmp_path / 'ref'
     ref.mkdir()
-    _train(ref, shapes_lmdb, steps, every=10**9)      # (no saves needed)
+    _train(ref, lmdb, steps, every=10**9)      # (no saves needed)
     want = {k: v[0] for k, v in _losses(ref).items()}
     assert sorted(want) == list(range(1, steps + 1))
 
     work = tmp_path / 'killed'
     work.mkdir()
-    for crash_at in (5, 10, 11):
-        _train(work, shapes_lmdb, steps, crash_at=crash_at)
-    _train(work, shapes_lmdb, steps)
+    for crash_at in (1, 3, 4):
+        _train(work, lmdb, steps, crash_at=crash_at)
+    _train(work, lmdb, steps)
     got = _losses(work)
     assert sorted(got) == list(range(1, steps + 1))
     for step, values in got.items():
@@ -84,7 +89,6 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
             assert v == pytest.approx(want[step], rel=1e-5, abs=1e-6), (
                 step, values, want[step])
     logdir = os.path.join(work, 'checkpoints', 'tiny_autoenc')
-    import checkpoint_io
     state = checkpoint_io.load_checkpoint(os.path.join(logdir, 'last.ckpt'))
     assert state['global_step'] == steps
     assert state['epoch'] == 1                       # not one epoch ahead
