@@ -8,8 +8,12 @@ Lightning classes such files contain; anything else in a file is still
 refused.
 """
 import os
+import pickle
+import re
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import torch
 
@@ -41,15 +45,147 @@ SAFE_GLOBALS = _official_safe_globals()
 torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
 
-def load_checkpoint(path, map_location='cpu'):
-    """``torch.load`` with ``weights_only=True`` and a clear error for a
-    missing file."""
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint (or latent.pkl) file that cannot be read: the message
+    names the file, why, and what to do."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (read-only folder, full disk)."""
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A file that pickles a global outside the allow-list (loading it
+    would run code from the file). Nothing from it was executed."""
+
+
+def _refused_global(exc) -> Optional[str]:
+    m = re.search(r'GLOBAL ([\w.]+)', str(exc))
+    return m.group(1) if m else None
+
+
+def _unsafe_message(path, name):
+    return (f'{path} was refused: it pickles the global {name!r}, which is '
+            f'not on the allow-list of checkpoint_io.py. Official DiffAE '
+            f'checkpoints and latent.pkl files never need it, and loading it '
+            f'would run code from the file. Nothing from the file was run. '
+            f'Use a checkpoint from a source you trust (the official release '
+            f'or your own training run).')
+
+
+def _damage(path: Path, exc) -> str:
+    """Why ``path`` could not be read, in words."""
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if size == 0:
+        return 'the file is empty (0 bytes)'
+    if head == b'PK\x03\x04' and not zipfile.is_zipfile(path):
+        return (f'truncated ({size} bytes; the zip archive has no central '
+                f'directory: the write or copy was cut short, e.g. a full '
+                f'disk)')
+    if head[:2] != b'PK' and head[:1] != b'\x80':
+        return f'not a checkpoint (starts with {head!r}; {type(exc).__name__})'
+    return f'damaged or not a checkpoint ({type(exc).__name__}: {exc})'
+
+
+def load_checkpoint(path, map_location='cpu', what='checkpoint',
+                    mmap=False):
+    """``torch.load`` with ``weights_only=True``. A missing file, a damaged
+    one (truncated, not a checkpoint) and one pickling a global outside the
+    allow-list each raise an error naming the file and the way out."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(
-            f'checkpoint not found: {path}. Train with train(conf, gpus) or '
+            f'{what} not found: {path}. Train with train(conf, gpus) or '
             f'download the official checkpoint into {path.parent}/')
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        # mmap: a lazy read, cheap for checking a large file
+        mmap = mmap and zipfile.is_zipfile(path)
+        return torch.load(path, map_location=map_location, weights_only=True,
+                          mmap=mmap)
+    except pickle.UnpicklingError as e:
+        name = _refused_global(e)
+        if name is not None:
+            raise UnsafeCheckpointError(_unsafe_message(path, name)) from None
+        raise CheckpointLoadError(
+            f'cannot read {what} {path}: {_damage(path, e)}') from e
+    except Exception as e:  # torch raises many kinds on a damaged file
+        raise CheckpointLoadError(
+            f'cannot read {what} {path}: {_damage(path, e)}') from e
+
+
+def check_checkpoint(path) -> Optional[str]:
+    """None when ``path`` loads as a Lightning checkpoint with a
+    state_dict, else why not (an unsafe file raises)."""
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except CheckpointLoadError as e:
+        return str(e).split(': ', 1)[-1]
+    if not isinstance(state, dict) or 'state_dict' not in state:
+        keys = list(state)[:8] if isinstance(state, dict) else \
+            type(state).__name__
+        return f'wrong format: no state_dict (found {keys})'
+    return None
+
+
+def _step_of(path: Path):
+    m = re.search(r'step=(\d+)', path.name)
+    return (int(m.group(1)) if m else -1, path.stat().st_mtime)
+
+
+def _aside(path: Path) -> Path:
+    """``<path>.damaged`` (numbered when taken): never overwritten."""
+    dest = path.with_name(path.name + '.damaged')
+    n = 1
+    while dest.exists():
+        dest = path.with_name(f'{path.name}.damaged.{n}')
+        n += 1
+    os.replace(path, dest)
+    return dest
+
+
+def find_resume_checkpoint(logdir) -> Optional[str]:
+    """The checkpoint a rerun in ``logdir`` continues from: ``last.ckpt``
+    when it is intact; else the newest intact ``*.ckpt`` of the folder,
+    with a loud warning naming both files (a damaged ``last.ckpt`` is kept
+    as ``last.ckpt.damaged``, never deleted); None for a folder without
+    checkpoints. Stops with the choices when nothing there is intact."""
+    logdir = Path(logdir)
+    last = logdir / 'last.ckpt'
+    others = sorted((p for p in logdir.glob('*.ckpt') if p.name !=
+                     'last.ckpt'), key=_step_of, reverse=True)
+    why = check_checkpoint(last) if last.exists() else None
+    if last.exists() and why is None:
+        return str(last)
+    bad = {}
+    for p in others:
+        reason = check_checkpoint(p)
+        if reason is None:
+            if last.exists():
+                kept = _aside(last)
+                msg = (f'{last} cannot be resumed: {why}. RESUMING FROM THE '
+                       f'NEWEST INTACT CHECKPOINT {p} instead; the damaged '
+                       f'file is kept as {kept}.')
+            else:
+                msg = (f'{logdir} has no last.ckpt but holds checkpoints: '
+                       f'RESUMING FROM THE NEWEST INTACT ONE, {p} (not '
+                       f'starting over on top of them).')
+            warnings.warn(msg)
+            print('WARNING:', msg, flush=True)
+            return str(p)
+        bad[p] = reason
+    if not last.exists() and not bad:
+        return None
+    lines = ([f'  {last}: {why}'] if last.exists() else []) + [
+        f'  {p}: {r}' for p, r in bad.items()]
+    raise CheckpointLoadError(
+        f'cannot resume the run in {logdir}: no intact checkpoint there.\n'
+        + '\n'.join(lines) + '\nChoices: (1) put an intact last.ckpt back '
+        f'(e.g. from a backup); (2) start over: move {logdir} aside (or set '
+        'another conf.name) and rerun; (3) continue from another run: move '
+        f'{logdir} aside and set conf.continue_from to its checkpoint. '
+        'Nothing was deleted.')
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -112,3 +248,37 @@ def atomic_save(obj, path):
     tmp = f'{path}.tmp{os.getpid()}'
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def run_checkpoint_callback(**kwargs):
+    """Lightning's ModelCheckpoint, except that it never deletes a
+    checkpoint file this process did not write (a resumed or restarted run
+    keeps the files of the runs before it)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class RunCheckpoint(ModelCheckpoint):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self._written = set()
+
+        def _save_checkpoint(self, trainer, filepath):
+            try:
+                super()._save_checkpoint(trainer, filepath)
+            except OSError as e:
+                last = os.path.join(os.path.dirname(filepath), 'last.ckpt')
+                kept = (f'{last} (as it was before this save) is kept'
+                        if os.path.exists(last) else 'no earlier checkpoint '
+                        'exists')
+                raise CheckpointSaveError(
+                    f'cannot write checkpoint {filepath} at step '
+                    f'{trainer.global_step}: {e}. Training stopped; {kept}. '
+                    f'Make {os.path.dirname(filepath)} writable (or free '
+                    'disk space) and rerun the same command to resume.'
+                ) from e
+            self._written.add(os.path.abspath(filepath))
+
+        def _remove_checkpoint(self, trainer, filepath):
+            if os.path.abspath(filepath) in self._written:
+                super()._remove_checkpoint(trainer, filepath)
+
+    return RunCheckpoint(**kwargs)

@@ -18,7 +18,6 @@ import os
 import sys
 
 import torch
-from PIL import Image
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
@@ -27,7 +26,7 @@ import renderer
 import templates_cls
 import templates_latent
 from dataset import make_transform
-from dataset_util import to_rgb
+from dataset_util import open_image, to_rgb
 from experiment_classifier import ClsModel
 from inference import DiffAE
 
@@ -56,16 +55,19 @@ def to_model_input(img, size):
 
 def load_images(paths, size, aligner=None):
     """Images in [-1, 1], resized and center-cropped to ``size``; with an
-    ``aligner`` (align.py's detector), FFHQ-aligned first."""
-    out = []
+    ``aligner`` (align.py's detector), FFHQ-aligned first. Every file that
+    cannot be read is named, all at once."""
+    out, errors = [], []
     for p in paths:
         if not os.path.isfile(p):
-            raise SystemExit(f'image not found: {p}')
+            errors.append(f'  {p}: not found')
+            continue
         try:
-            img = Image.open(p)
-            img.load()
+            # decoded here in full, so that a truncated file is named
+            img = open_image(p)
         except Exception as e:  # noqa: BLE001 (report which file)
-            raise SystemExit(f'cannot read image {p}: {e}')
+            errors.append(f'  {p}: {e}')
+            continue
         if aligner is not None:
             try:
                 img = align.align_faces(align.open_photo(p), aligner,
@@ -74,6 +76,9 @@ def load_images(paths, size, aligner=None):
             except (align.NoFaceError, align.SeveralFacesError) as e:
                 raise SystemExit(str(e))
         out.append(to_model_input(img, size))
+    if errors:
+        raise SystemExit(f'cannot read {len(errors)} of {len(paths)} '
+                         'image(s):\n' + '\n'.join(errors))
     return torch.stack(out)
 
 
@@ -87,11 +92,28 @@ def make_aligner(args):
         raise SystemExit(f'--align: {e}')
 
 
-def save_grid(rows, path, nrow):
+def output_path(path, force=False):
+    """``path``, or when it exists (and not ``force``) the first free
+    ``<stem>-<n><ext>``: an earlier result is never overwritten
+    silently."""
+    if force or not os.path.exists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(f'{stem}-{n}{ext}'):
+        n += 1
+    print(f'{path} exists (kept; --force overwrites): writing '
+          f'{stem}-{n}{ext}')
+    return f'{stem}-{n}{ext}'
+
+
+def save_grid(rows, path, nrow, force=False):
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    path = output_path(path, force)
     save_image(make_grid(torch.cat(rows).clamp(0, 1), nrow=nrow, padding=2),
                path)
     print(f'wrote {path}')
+    return path
 
 
 @torch.no_grad()
@@ -110,7 +132,8 @@ def autoencode(args):
         rows[1].append(model.render(xT, cond, T=args.T))
         rows[2].append(model.render(torch.randn_like(xT), cond, T=args.T))
     save_grid([torch.cat(r) for r in rows],
-              os.path.join(args.out, 'autoencode.png'), nrow=len(x))
+              os.path.join(args.out, 'autoencode.png'), nrow=len(x),
+              force=args.force)
 
 
 @torch.no_grad()
@@ -126,7 +149,7 @@ def interpolate(args):
     imgs = model.interpolate(cond[:1], xT[:1], cond[1:], xT[1:], alphas,
                              T=args.T, progress=True)
     save_grid([imgs], os.path.join(args.out, 'interpolate.png'),
-              nrow=len(alphas))
+              nrow=len(alphas), force=args.force)
 
 
 @torch.no_grad()
@@ -149,7 +172,7 @@ def manipulate(args):
     save_grid([rows[0], torch.cat(rows[1]), torch.cat(rows[2])],
               os.path.join(args.out,
                            f'manipulate_{args.attribute}_{args.amount}.png'),
-              nrow=len(x))
+              nrow=len(x), force=args.force)
 
 
 @torch.no_grad()
@@ -159,7 +182,7 @@ def sample(args):
     imgs = model.sample(args.n, device=args.device, T=args.T,
                         T_latent=args.T_latent, progress=True)
     save_grid([imgs], os.path.join(args.out, 'sample.png'),
-              nrow=min(8, args.n))
+              nrow=min(8, args.n), force=args.force)
 
 
 def parse_args(argv=None):
@@ -176,6 +199,9 @@ def parse_args(argv=None):
         sp.add_argument('--latent-infer-path', default=None,
                         help="latent.pkl of a latent template's autoencoder")
         sp.add_argument('--out', default='outputs/cli')
+        sp.add_argument('--force', action='store_true',
+                        help='overwrite an earlier result (default: write '
+                        '<name>-1.png, <name>-2.png, ...)')
         sp.add_argument('--T', type=int, default=20,
                         help='DDIM steps for rendering')
         sp.add_argument('--T-inv', type=int, default=100,

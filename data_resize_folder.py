@@ -47,13 +47,17 @@ def main(argv=None):
                    help='resize the shorter side only, no center crop')
     p.add_argument('--overwrite', action='store_true')
     p.add_argument('--limit', type=int, default=None)
+    p.add_argument('--bad-images', default='error', choices=['error', 'skip'],
+                   help='files that cannot be decoded (all are checked '
+                   'first): stop and list them, or leave them out')
     args = p.parse_args(argv)
     count = folder_to_lmdb(
         args.in_path, args.out, size=args.size, key_prefix=args.prefix,
         zfill=args.zfill, format=args.format, quality=args.quality,
         exts=[e for e in args.exts.split(',') if e], order=args.order,
         crop=not args.no_crop, workers=args.workers,
-        overwrite=args.overwrite, limit=args.limit)
+        overwrite=args.overwrite, limit=args.limit,
+        bad_images=args.bad_images)
     prefix = args.prefix if args.prefix is not None else args.size
     print(f"wrote {count} images to '{args.out}' (keys "
           f"'{prefix}-{str(0).zfill(args.zfill)}' ...)")

@@ -297,6 +297,7 @@ class BaseLMDB(Dataset):
                 f"LMDB '{self.path}' has no key '{self.key(0)}': expected "
                 f"keys {pattern}; found {self.db.describe_keys()}"
                 f'{self._guess()}')
+        self.db.check_length(self.length, self.key)
 
     @property
     def path(self):
@@ -1192,7 +1193,9 @@ class ResumableSampler(Sampler):
     def set_epoch(self, epoch: int):
         """Called by Lightning at the start of each epoch."""
         if epoch != self.epoch:
-            self.consumed = 0
+            # a new epoch starts from its first sample, also right after a
+            # resume from a save at the last batch of the previous epoch
+            self.consumed = self._skip = 0
         self.epoch = epoch
 
     def _indices(self):
@@ -1233,8 +1236,20 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset, batch_size: int, sampler: ResumableSampler,
                  **kwargs):
+        # the loader's own generator: starting an epoch's iterator draws
+        # its worker base seed from it, not from the global RNG (whose state
+        # a checkpoint restores), so a run resumed at an epoch boundary
+        # draws the dropout an uninterrupted one would
+        kwargs.setdefault('generator', torch.Generator())
         super().__init__(dataset, batch_size=batch_size, sampler=sampler,
                          **kwargs)
+
+    def __iter__(self):
+        s = self.sampler
+        # worker seeds depend on (seed, epoch, position) only
+        self.generator.manual_seed(
+            (s.seed * 100_003 + s.epoch) * 1_000_003 + s._skip + s.rank)
+        return super().__iter__()
 
     def mark_consumed(self, batches_in_epoch: int):
         self.sampler.consumed = batches_in_epoch * self.batch_size

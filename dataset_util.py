@@ -13,6 +13,7 @@
 import os
 import shutil
 import tempfile
+import warnings
 import weakref
 from io import BytesIO
 
@@ -249,6 +250,24 @@ class ReadonlyLMDB:
             raise LMDBFormatError(
                 f"LMDB '{self.path}': 'length' holds {raw[:20]!r}, not an "
                 'integer') from None
+
+    def check_length(self, length: int, key) -> None:
+        """The records ``key(0) .. key(length - 1)`` that 'length'
+        promises are there (LMDBFormatError naming the first missing one),
+        and a warning when records lie beyond ``length`` (they would be
+        left out of training)."""
+        if length > 0 and self.get(key(length - 1)) is None:
+            raise LMDBFormatError(
+                f"LMDB '{self.path}' says length={length} but has no record "
+                f"'{key(length - 1)}' (it holds {self.num_entries()} entries "
+                "including 'length'): the LMDB is incomplete or its 'length' "
+                'is wrong; rewrite it with its converter')
+        if self.get(key(length)) is not None:
+            warnings.warn(
+                f"LMDB '{self.path}' says length={length} but also holds "
+                f"record '{key(length)}' ({self.num_entries()} entries in "
+                f'all): only the first {length} records are used. Fix its '
+                "'length' key if that is wrong.")
 
     def describe_keys(self, n: int = 5) -> str:
         keys = self.first_keys(n + 1)

@@ -16,8 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning import loggers as pl_loggers
-from pytorch_lightning.callbacks import (LearningRateMonitor, ModelCheckpoint,
-                                         TQDMProgressBar)
+from pytorch_lightning.callbacks import (LearningRateMonitor, TQDMProgressBar)
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
@@ -28,6 +27,7 @@ import evaluation
 import hardware
 import launcher
 import renderer
+import validation
 from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
 from dataset import ResumableDataLoader, ResumableSampler
@@ -101,7 +101,7 @@ class LitModel(pl.LightningModule):
         latent DPM) from an inferred ``latent.pkl``."""
         c = self.conf.style_ch
         if os.path.exists(path):
-            state = checkpoint_io.load_checkpoint(path)
+            state = validation.load_latents(path, c)
             self.conds = state['conds']
             mean, std = state['conds_mean'], state['conds_std']
         else:
@@ -116,7 +116,7 @@ class LitModel(pl.LightningModule):
         under a latent DPM). Every key must match except those this
         template adds (the latent net, the latent stats, x_T)."""
         print(f'loading pretrain {path}')
-        state = checkpoint_io.load_checkpoint(path)
+        state = checkpoint_io.load_checkpoint(path, what='conf.pretrain')
         sd = dict(state['state_dict'])
         if 'x_T' in sd and sd['x_T'].shape != self.x_T.shape:
             del sd['x_T']
@@ -154,6 +154,7 @@ class LitModel(pl.LightningModule):
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         model = cls(conf)
         state = checkpoint_io.load_checkpoint(path, map_location=map_location)
+        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
         checkpoint_io.load_state_verified(model, state['state_dict'],
                                           source=f'checkpoint {path}')
         model.eval()
@@ -206,14 +207,6 @@ class LitModel(pl.LightningModule):
             else:
                 self.train_data = self.conf.make_dataset()
             self.val_data = self.train_data
-            # NHWC convolutions are faster with oneDNN (CPU, float32 and
-            # bf16) and with cuDNN under autocast; values are unchanged.
-            # Here, before DDP wraps the model: converted after that (as in
-            # on_fit_start), DDP handed every process the same wrong
-            # gradient for the output conv (2 processes: out.2.weight off
-            # by 2 x lr after one step; the losses left a 1-process run's).
-            self.model.to(memory_format=torch.channels_last)
-            self.ema_model.to(memory_format=torch.channels_last)
 
     def eval_datasets(self):
         """(train, val) datasets of the FID/LPIPS evaluations: the
@@ -369,6 +362,17 @@ class LitModel(pl.LightningModule):
             out['lr_scheduler'] = {'scheduler': sched, 'interval': 'step'}
         return out
 
+    def configure_model(self):
+        # NHWC convolutions are faster with oneDNN (CPU, float32 and bf16:
+        # the celeba64 UNet forward 0.65 s vs 0.72 s in float32, 2-core AMD
+        # EPYC) and with cuDNN under autocast; values are unchanged. Done
+        # before DDP wraps the model (this hook runs before it): converted
+        # after, DDP handed every process the same wrong gradient for the
+        # output conv (its buckets keep the old strides) and a resumed DDP
+        # run took a different first step than an uninterrupted one
+        self.model.to(memory_format=torch.channels_last)
+        self.ema_model.to(memory_format=torch.channels_last)
+
     def on_save_checkpoint(self, checkpoint):
         # RNG states, so that a resumed run continues the same random stream
         # (plain tensors and ints only: loadable with weights_only=True)
@@ -381,12 +385,22 @@ class LitModel(pl.LightningModule):
         }
         if torch.cuda.is_available():
             checkpoint['rng_states']['cuda'] = torch.cuda.get_rng_state_all()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process's own RNG (dropout differs per rank)
+            every = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(every,
+                                                checkpoint['rng_states'])
+            checkpoint['rng_states_per_rank'] = every
 
     def on_load_checkpoint(self, checkpoint):
         self._resumed_rng = checkpoint.get('rng_states')
+        self._resumed_rngs = checkpoint.get('rng_states_per_rank')
 
     def on_train_start(self):
         rng = getattr(self, '_resumed_rng', None)
+        rngs = getattr(self, '_resumed_rngs', None)
+        if rngs and len(rngs) == self.trainer.world_size:
+            rng = rngs[self.global_rank]
         if rng:
             torch.set_rng_state(rng['torch'].cpu())
             name, keys, pos, has_gauss, gauss = rng['numpy']
@@ -603,6 +617,7 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     print('conf:', conf.name)
     if mode not in ('train', 'eval'):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    validation.check_train_conf(conf, mode)
     if accelerator is None and not torch.cuda.is_available() and \
             launcher.detect():
         accelerator = 'cpu'  # srun/torchrun started CPU (gloo) processes
@@ -633,17 +648,23 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     # no version counter: last.ckpt is always overwritten (atomically), also
     # after the run folder moved (else Lightning writes last-v1.ckpt and the
     # next rerun would resume from the stale last.ckpt)
-    checkpoint = ModelCheckpoint(dirpath=conf.logdir, save_last=True,
-                                 save_top_k=1, every_n_train_steps=every,
-                                 enable_version_counter=False)
+    # (files of earlier runs in the folder are never deleted)
+    checkpoint = checkpoint_io.run_checkpoint_callback(
+        dirpath=conf.logdir, save_last=True, save_top_k=1,
+        every_n_train_steps=every, enable_version_counter=False)
     checkpoint_path = os.path.join(conf.logdir, 'last.ckpt')
-    resume = None
-    if os.path.exists(checkpoint_path):
-        resume = checkpoint_path
+    # last.ckpt, else the newest intact checkpoint of the folder (loudly)
+    resume = (checkpoint_io.find_resume_checkpoint(conf.logdir)
+              if mode == 'train' else None)
+    if resume is not None:
         print('resuming from', resume)
-    elif conf.continue_from is not None:
+        validation.warn_if_hparams_differ(resume, conf)
+    elif mode == 'train' and conf.continue_from is not None:
         if os.path.exists(conf.continue_from.path):
             resume = conf.continue_from.path
+            validation.warn_if_hparams_differ(checkpoint_io.load_checkpoint(
+                resume, mmap=True, what='conf.continue_from'), conf,
+                f'conf.continue_from {resume}')
         else:
             warnings.warn(f'conf.continue_from={conf.continue_from.path} '
                           'does not exist: starting from scratch')
@@ -678,7 +699,8 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
 
     eval_path = conf.eval_path or checkpoint_path
     print('loading from:', eval_path)
-    state = checkpoint_io.load_checkpoint(eval_path)
+    state = checkpoint_io.load_checkpoint(eval_path, what='eval_path')
+    validation.warn_if_hparams_differ(state, conf, f'checkpoint {eval_path}')
     checkpoint_io.load_state_verified(model, state['state_dict'],
                                       source=f'checkpoint {eval_path}')
     # a one-batch loader so that test_step runs once on every process

@@ -25,7 +25,8 @@ import launcher
 from choices import ManipulateLossType, ManipulateMode
 from config import TrainConfig, data_paths
 from experiment import ema_update, resolve_devices
-from inference import DiffAE, load_latent_file, zdenormalize, znormalize
+from inference import DiffAE, zdenormalize, znormalize
+from validation import load_latents
 
 
 def attribute_names(mode: ManipulateMode, cls_name: Optional[str] = None):
@@ -63,7 +64,8 @@ class ClsModel(pl.LightningModule):
         if conf.manipulate_znormalize:
             path = conf.latent_infer_path
             if path is not None and os.path.exists(path):
-                _, mean, std = load_latent_file(path, conf.style_ch)
+                state = load_latents(path, conf.style_ch)
+                mean, std = state['conds_mean'], state['conds_std']
             else:
                 # filled by the classifier checkpoint's buffers
                 mean = torch.zeros(conf.style_ch)

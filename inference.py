@@ -49,32 +49,6 @@ def missing_latents_message(conf: TrainConfig) -> str:
             "checkpoints/<autoencoder name>/latent.pkl).")
 
 
-def load_latent_file(path: str, style_ch: int):
-    """``(conds, conds_mean, conds_std)`` of an inferred ``latent.pkl``
-    (the official layout), checked against the template's z_sem width:
-    conds (N, style_ch), statistics (1, style_ch) float32."""
-    state = checkpoint_io.load_checkpoint(path)
-    if not isinstance(state, dict) or not {
-            'conds', 'conds_mean', 'conds_std'} <= set(state):
-        found = sorted(state) if isinstance(state, dict) else type(
-            state).__name__
-        raise ValueError(
-            f"latent file '{path}' is not an inferred-latent file: expected "
-            f"the keys 'conds', 'conds_mean', 'conds_std' (written by the "
-            f"'infer' eval program), found {found}")
-    conds = state['conds']
-    mean = torch.as_tensor(state['conds_mean']).reshape(1, -1).float()
-    std = torch.as_tensor(state['conds_std']).reshape(1, -1).float()
-    if conds.dim() != 2 or conds.shape[1] != style_ch or \
-            mean.shape[1] != style_ch or std.shape[1] != style_ch:
-        raise ValueError(
-            f"latent file '{path}' holds z_sem of shape "
-            f'{tuple(conds.shape)} (statistics {tuple(mean.shape)}), but '
-            f'this template expects (N, {style_ch}) (conf.style_ch='
-            f'{style_ch}): it was inferred with another autoencoder')
-    return conds, mean, std
-
-
 def znormalize(cond, mean, std):
     """z_sem into the normalised space of ``mean``/``std`` (latent DPM and
     classifier); identity when there are no statistics."""

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+import image_check
 from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
                           decode_image, open_image)
 
@@ -302,7 +303,8 @@ def folder_to_lmdb(in_folder, out_path, size: Optional[int] = 256,
                    crop: bool = True, resample: str = 'lanczos',
                    workers: int = 0, batch_size: int = 256,
                    overwrite: bool = False, progress: bool = True,
-                   limit: Optional[int] = None) -> int:
+                   limit: Optional[int] = None,
+                   bad_images: str = 'error') -> int:
     """Convert a folder of images (or an LSUN LMDB) into a dataset LMDB.
 
     Each image is converted to RGB, resized (shorter side to ``size``,
@@ -322,6 +324,8 @@ def folder_to_lmdb(in_folder, out_path, size: Optional[int] = 256,
         batch_size: images per write transaction.
         overwrite: replace an existing ``out_path`` (else FileExistsError).
         limit: convert only the first ``limit`` images.
+        bad_images: 'error' (stop before writing, listing every file that
+            cannot be decoded) or 'skip' (leave them out, with a warning).
 
     The LMDB is written to a temporary folder next to ``out_path`` and
     renamed into place at the end. Returns the number of images. A file
@@ -356,6 +360,10 @@ def folder_to_lmdb(in_folder, out_path, size: Optional[int] = 256,
             raise FileNotFoundError(
                 f"no images in '{in_folder}' {where}with extensions "
                 f'{list(exts)}')
+        # every file checked first: all bad ones reported at once
+        rels = image_check.filter_paths(in_folder, rels, bad_images,
+                                        setting='bad_images (--bad-images)',
+                                        nothing='Nothing was written.')
         if order == 'index':
             idx = [_index_from_name(r) for r in rels]
             if sorted(idx) != list(range(len(idx))):

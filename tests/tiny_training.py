@@ -1,6 +1,7 @@
 """A tiny training run, as a script for the tests that kill or restart a
 process or run several: ``python tests/tiny_training.py <workdir>
-<shapes.lmdb> <steps> [--slow-save-after N] [--ddp N [--infer]]``.
+<shapes.lmdb> <steps> [--slow-save-after N] [--hang-after N]
+[--ddp N [--infer]]``.
 
 Writes one JSON line per optimizer step (step, loss) to
 <workdir>/losses.jsonl and saves a checkpoint every step."""
@@ -45,6 +46,7 @@ class LossLog(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         with open(self.path, 'a') as f:
             f.write(json.dumps({'step': trainer.global_step,
+                                'rank': trainer.global_rank,
                                 'loss': float(outputs['loss'])}) + '\n')
 
 
@@ -88,6 +90,20 @@ class SlowSave(pl.Callback):
         local.LocalFileOpener.write = write
 
 
+class HangAfter(pl.Callback):
+    """Hangs every process once step ``n`` is done and saved (to kill
+    the run there, mid-epoch); each writes <workdir>/hang<rank> first."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.n:
+            open(os.path.join(sys.argv[1], f'hang{trainer.global_rank}'),
+                 'w').close()
+            time.sleep(600)
+
+
 def main():
     workdir, lmdb_path, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
     callbacks = [LossLog(os.path.join(workdir, 'losses.jsonl'))]
@@ -99,6 +115,9 @@ def main():
     conf.total_samples = conf.batch_size * steps
     torch.set_num_threads(1)
     kwargs = dict(enable_progress_bar=False, enable_model_summary=False)
+    if '--hang-after' in sys.argv:
+        callbacks.append(HangAfter(int(sys.argv[sys.argv.index(
+            '--hang-after') + 1])))
     if '--ddp' in sys.argv:
         n = int(sys.argv[sys.argv.index('--ddp') + 1])
         callbacks.append(BatchLog(workdir))
