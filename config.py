@@ -14,8 +14,10 @@ from choices import (Activation, GenerativeType, LossType, ManipulateLossType,
                      ManipulateMode, ModelMeanType, ModelName, ModelType,
                      ModelVarType, OptimizerType, TrainMode)
 import dataset as D
+import shapes_data
 from config_base import BaseConfig
 from dataset_util import use_cached_dataset_path
+from image_check import apply_policy
 from diffusion import SpacedDiffusionBeatGansConfig, UniformSampler
 from diffusion.schedules import get_named_beta_schedule, space_timesteps
 from model import (BeatGANsAutoencConfig, BeatGANsUNetConfig, LatentNetType,
@@ -353,8 +355,9 @@ class TrainConfig(BaseConfig):
             return D.CelebHQlmdb(path=path, image_size=self.img_size,
                                  **kwargs)
         if name == 'shapes':
-            return D.ShapesDataset(path=path, image_size=self.img_size,
-                                   **kwargs)
+            return shapes_data.ShapesDataset(path=path,
+                                             image_size=self.img_size,
+                                             **kwargs)
         if name == 'imagefolder':
             if path is None:
                 raise ValueError(
@@ -363,8 +366,7 @@ class TrainConfig(BaseConfig):
             kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp', 'JPG',
                                        'JPEG', 'PNG'])
             kwargs.setdefault('sort_names', True)
-            import image_check
-            return image_check.apply_policy(D.ImageDataset(
+            return apply_policy(D.ImageDataset(
                 path, image_size=self.img_size, **kwargs), self.bad_images,
                 self.logdir)
         raise NotImplementedError(

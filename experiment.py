@@ -30,7 +30,7 @@ import renderer
 import validation
 from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
-from dataset import ResumableDataLoader, ResumableSampler
+from resumable_loader import ResumableDataLoader, ResumableSampler
 from dist_utils import all_gather_rows, get_world_size
 from inference import DiffAE, eval_mode, missing_latents_message
 
@@ -235,7 +235,7 @@ class LitModel(pl.LightningModule):
 
     def train_dataloader(self):
         """Shuffled training batches (per process), in an order that a
-        resumed run continues exactly (see dataset.ResumableSampler)."""
+        resumed run continues exactly (resumable_loader.ResumableSampler)."""
         if self.conf.train_mode.require_dataset_infer():
             if self.conds is None:
                 raise RuntimeError(missing_latents_message(self.conf))
@@ -276,8 +276,9 @@ class LitModel(pl.LightningModule):
         """Timesteps and noise of this process's samples. Every process
         draws those of the whole global batch and keeps its own rows
         (rank r trains on rows r, r + world, ... of the global batch, see
-        dataset.ResumableSampler): the loss and gradients are those of one
-        process with the global batch, on any number of processes."""
+        resumable_loader.ResumableSampler): the loss and gradients are those
+        of one process with the global batch, on any number of
+        processes."""
         world, rank = get_world_size(), self.global_rank
         n = len(x_start) * world
         t, _ = self.T_sampler.sample(n, x_start.device, generator=generator)
@@ -689,7 +690,7 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         accumulate_grad_batches=conf.accum_batches,
         gradient_clip_val=conf.grad_clip if conf.grad_clip > 0 else None,
         gradient_clip_algorithm='norm',
-        # the training loader shards itself (dataset.ResumableSampler)
+        # the training loader shards itself (resumable_loader.ResumableSampler)
         use_distributed_sampler=False,
         **trainer_kwargs,
     )

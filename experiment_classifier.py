@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import checkpoint_io
 import dataset
+import shapes_data
 import launcher
 from choices import ManipulateLossType, ManipulateMode
 from config import TrainConfig, data_paths
@@ -34,7 +35,7 @@ def attribute_names(mode: ManipulateMode, cls_name: Optional[str] = None):
     if mode in (ManipulateMode.celebahq_all, ):
         return list(dataset.CelebAttrDataset.id_to_cls)
     if mode == ManipulateMode.shapes_all:
-        return list(dataset.ShapesAttrDataset.id_to_cls)
+        return list(shapes_data.ShapesAttrDataset.id_to_cls)
     if mode.is_single_class():
         return [cls_name]
     raise NotImplementedError(mode)
@@ -138,7 +139,7 @@ class ClsModel(pl.LightningModule):
                 c.data_dir or data_paths['celebahq'], c.img_size,
                 data_paths['celebahq_anno'], do_augment=False)
         if c.manipulate_mode == ManipulateMode.shapes_all:
-            return dataset.ShapesAttrDataset(
+            return shapes_data.ShapesAttrDataset(
                 path=c.data_dir or data_paths['shapes'],
                 image_size=c.img_size)
         if c.manipulate_mode == ManipulateMode.d2c_fewshot:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 import checkpoint_io
-import dataset as D
+import shapes_data
 import evaluation
 import hardware
 import renderer
@@ -106,7 +106,7 @@ def set_aside_if_stale(logdir, source):
 # measured on 2-core CPUs (README): the stages after the autoencoder and
 # the report take about this long together
 OTHER_STAGES_S = {False: 150, True: 60}
-SHAPE_ATTRS = list(D.ShapesAttrDataset.id_to_cls)
+SHAPE_ATTRS = list(shapes_data.ShapesAttrDataset.id_to_cls)
 
 
 def train_stages(args):
@@ -229,7 +229,7 @@ def manipulation_report(args, lit, cls, cond, xT, summary):
                                       cls.denormalize)
         img = lit.render(xT, c2, T=args.T)
         cols.append(img)
-        measured = D.shape_attribute_scores(img, value_range=(0, 1))
+        measured = shapes_data.shape_attribute_scores(img, value_range=(0, 1))
         positive[a] = (measured['labels'][:, k] > 0).float().mean().item()
         score[a] = measured['label_scores'][:, k].mean().item()
     rows = list(torch.stack(cols, 1))        # one row per image
@@ -274,8 +274,9 @@ def report(args, summary):
     torch.manual_seed(0)
     lat_conf = configure(shapes32_autoenc_latent(), args)
     lit = DiffAE.from_checkpoint(lat_conf)
-    data = D.ShapesAttrDataset(path=lat_conf.data_dir or lit.conf.data_path,
-                               image_size=lat_conf.img_size)
+    data = shapes_data.ShapesAttrDataset(
+        path=lat_conf.data_dir or lit.conf.data_path,
+        image_size=lat_conf.img_size)
     x = torch.stack([data[i]['img'] for i in range(4 if args.quick else 8)])
     cond, xT = decode_report(args, lit, x, summary)
     samples_report(args, lit, 8 if args.quick else 16)

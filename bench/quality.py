@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import dataset as D  # noqa: E402
+import shapes_data  # noqa: E402
 from experiment import LitModel, ema_update  # noqa: E402
 from templates import shapes32_autoenc  # noqa: E402
 
@@ -82,7 +82,7 @@ def main(argv=None):
     p.add_argument('--ckpt', default=None)
     p.add_argument('--data', default='datasets/shapes.lmdb')
     args = p.parse_args(argv)
-    data = D.ShapesDataset(args.data, image_size=32)
+    data = shapes_data.ShapesDataset(args.data, image_size=32)
     images = torch.stack([data[i]['img'] for i in range(len(data))])
     if args.steps:
         curves = {m: loss_curve(m, args.steps, images)

@@ -21,7 +21,7 @@ def _perturb(module, generator, scale=0.05):
 
 
 def make_demo_tree(root, num_images=8, seed=0):
-    from dataset import make_shapes_lmdb
+    from shapes_data import make_shapes_lmdb
     from experiment import LitModel
     from experiment_classifier import ClsModel
     from templates import shapes32_autoenc

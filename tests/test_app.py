@@ -37,7 +37,7 @@ def models(demo):
 
 
 def shape_image(demo, i=0):
-    from dataset import ShapesDataset
+    from shapes_data import ShapesDataset
     data = ShapesDataset(str(demo / 'datasets' / 'shapes.lmdb'),
                          image_size=32, do_transform=False,
                          do_normalize=False)

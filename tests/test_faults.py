@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+import shapes_data
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / 'tests'))
@@ -15,9 +17,9 @@ sys.path.insert(0, str(ROOT / 'tests'))
 
 @pytest.fixture(scope='module')
 def shapes_lmdb(tmp_path_factory):
-    import dataset
+    import shapes_data
     path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
-    dataset.make_shapes_lmdb(str(path), num_images=40)
+    shapes_data.make_shapes_lmdb(str(path), num_images=40)
     return str(path)
 
 
@@ -67,9 +69,8 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
     epoch 1 (step 4), then stopped: each restart continues with the
     uninterrupted run's losses (and epoch)."""
     import checkpoint_io
-    import dataset
     lmdb = str(tmp_path / 'twelve.lmdb')
-    dataset.make_shapes_lmdb(lmdb, num_images=12)
+    shapes_data.make_shapes_lmdb(lmdb, num_images=12)
     steps = 5
     ref = tmp_path / 'ref'
     ref.mkdir()
@@ -300,16 +301,15 @@ def _set_length(path, n):
 
 
 def test_lmdb_length_is_checked_against_its_records(tmp_path):
-    import dataset
     from dataset_util import LMDBFormatError
     short = str(tmp_path / 'short.lmdb')
-    dataset.make_shapes_lmdb(short, num_images=8)
+    shapes_data.make_shapes_lmdb(short, num_images=8)
     _set_length(short, 100)
     with pytest.raises(LMDBFormatError, match='length=100 but has no record'):
-        dataset.ShapesDataset(short, image_size=32)
+        shapes_data.ShapesDataset(short, image_size=32)
     _set_length(short, 4)
     with pytest.warns(UserWarning, match='length=4 but also holds') as rec:
-        data = dataset.ShapesDataset(short, image_size=32)
+        data = shapes_data.ShapesDataset(short, image_size=32)
     assert 'short.lmdb' in str(rec[0].message)
     assert len(data) == 4
 

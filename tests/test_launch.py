@@ -201,9 +201,9 @@ def test_sbatch_script_says_where_the_repository_is_missing(tmp_path,
 # ----------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def shapes_lmdb(tmp_path_factory):
-    import dataset
+    import shapes_data
     path = tmp_path_factory.mktemp('launch') / 'shapes.lmdb'
-    dataset.make_shapes_lmdb(str(path), num_images=16)
+    shapes_data.make_shapes_lmdb(str(path), num_images=16)
     return path
 
 

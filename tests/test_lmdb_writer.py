@@ -15,8 +15,7 @@ import data_resize_celebahq
 import data_resize_ffhq
 import data_resize_folder
 import data_resize_horse
-from dataset import (Bedroom_lmdb, CelebAlmdb, CelebHQlmdb, FFHQlmdb,
-                     Horse_lmdb)
+from dataset import Bedroom_lmdb, CelebAlmdb, CelebHQlmdb, FFHQlmdb, Horse_lmdb
 from dataset_util import CorruptImageError, use_cached_dataset_path
 from lmdb_writer import (LMDBImageReader, LMDBImageWriter, convert,
                          folder_to_lmdb)

@@ -20,9 +20,9 @@ SCRIPT = str(ROOT / 'tests' / 'tiny_training.py')
 
 @pytest.fixture(scope='module')
 def shapes_lmdb(tmp_path_factory):
-    import dataset
+    import shapes_data
     path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
-    dataset.make_shapes_lmdb(str(path), num_images=40)
+    shapes_data.make_shapes_lmdb(str(path), num_images=40)
     return str(path)
 
 

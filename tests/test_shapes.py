@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import dataset as D
+import shapes_data as S
 
 
 def _items(path):
@@ -22,22 +22,22 @@ def _items(path):
 def shapes(tmp_path_factory):
     """300 images at the default resolution, read at 32x32."""
     path = tmp_path_factory.mktemp('shapes') / 'shapes.lmdb'
-    ds = D.ShapesAttrDataset(str(path), image_size=32, num_images=300)
+    ds = S.ShapesAttrDataset(str(path), image_size=32, num_images=300)
     imgs = torch.stack([ds[i]['img'] for i in range(len(ds))])
     return ds, imgs
 
 
 def test_deterministic_bytes(tmp_path):
-    a = D.make_shapes_lmdb(tmp_path / 'a.lmdb', num_images=40, seed=3)
-    b = D.make_shapes_lmdb(tmp_path / 'b.lmdb', num_images=40, seed=3)
-    c = D.make_shapes_lmdb(tmp_path / 'c.lmdb', num_images=40, seed=4)
+    a = S.make_shapes_lmdb(tmp_path / 'a.lmdb', num_images=40, seed=3)
+    b = S.make_shapes_lmdb(tmp_path / 'b.lmdb', num_images=40, seed=3)
+    c = S.make_shapes_lmdb(tmp_path / 'c.lmdb', num_images=40, seed=4)
     ia, ib, ic = _items(a), _items(b), _items(c)
     assert ia == ib
     assert ia[b'64-00000'] != ic[b'64-00000']
     assert ia[b'length'] == b'40'
     assert sorted(k for k in ia if k.startswith(b'64-'))[-1] == b'64-00039'
     with pytest.raises(FileExistsError):
-        D.make_shapes_lmdb(tmp_path / 'a.lmdb', num_images=40)
+        S.make_shapes_lmdb(tmp_path / 'a.lmdb', num_images=40)
 
 
 def test_attributes_recorded(shapes):
@@ -49,24 +49,24 @@ def test_attributes_recorded(shapes):
     rec = ds.attributes
     for k in ('shape', 'color', 'background', 'size', 'x', 'y'):
         assert len(rec[k]) == 300
-    assert set(rec['shape']) == set(D.SHAPES)
-    assert set(rec['color']) == set(D.SHAPE_COLORS)
+    assert set(rec['shape']) == set(S.SHAPES)
+    assert set(rec['color']) == set(S.SHAPE_COLORS)
     assert set(rec['background']) == {'dark', 'light'}
-    lo, hi = D.SHAPE_SIZE_RANGE
+    lo, hi = S.SHAPE_SIZE_RANGE
     assert lo <= min(rec['size']) and max(rec['size']) <= hi
     # labels: +1/-1, exactly one shape and one colour each
-    K = len(D.ShapesAttrDataset.id_to_cls)
+    K = len(S.ShapesAttrDataset.id_to_cls)
     assert ds.labels.shape == (300, K) and ds.labels.dtype == torch.int64
     assert set(ds.labels.unique().tolist()) == {-1, 1}
     on = ds.labels == 1
     assert (on[:, :3].sum(1) == 1).all() and (on[:, 3:7].sum(1) == 1).all()
-    wavy = D.ShapesAttrDataset.cls_to_id['triangle']
+    wavy = S.ShapesAttrDataset.cls_to_id['triangle']
     assert ds.labels[:, wavy].eq(1).sum() == rec['shape'].count('triangle')
-    left = D.ShapesAttrDataset.cls_to_id['left']
+    left = S.ShapesAttrDataset.cls_to_id['left']
     assert torch.equal(ds.labels[:, left] == 1,
                        torch.tensor(rec['x']) < 0.5)
     # every class is present and absent somewhere (a probe can learn it)
-    for name in D.ShapesAttrDataset.id_to_cls:
+    for name in S.ShapesAttrDataset.id_to_cls:
         assert ds.pos_count(name) > 10 and ds.neg_count(name) > 10, name
 
 
@@ -88,7 +88,7 @@ def _corr(a, b):
 
 def test_scores_recover_attributes(shapes):
     ds, imgs = shapes
-    s = D.shape_attribute_scores(imgs)
+    s = S.shape_attribute_scores(imgs)
     rec = ds.attributes
     assert s['found'].all()
     assert _corr(s['size'], rec['size']) > 0.97
@@ -96,51 +96,51 @@ def test_scores_recover_attributes(shapes):
     assert _corr(s['x'], rec['x']) > 0.995
     assert _corr(s['y'], rec['y']) > 0.995
     acc = (s['labels'] == ds.labels).float().mean(0)
-    ids = D.ShapesAttrDataset.cls_to_id
-    for name in list(D.SHAPE_COLORS) + ['light_background']:
+    ids = S.ShapesAttrDataset.cls_to_id
+    for name in list(S.SHAPE_COLORS) + ['light_background']:
         assert acc[ids[name]] == 1, name
-    for name in D.SHAPES:
+    for name in S.SHAPES:
         assert acc[ids[name]] > 0.97, name
     for name in ['large', 'left', 'top']:
         assert acc[ids[name]] > 0.95, name
     # [0, 1] input gives the same numbers
-    s01 = D.shape_attribute_scores((imgs + 1) / 2, value_range=(0, 1))
+    s01 = S.shape_attribute_scores((imgs + 1) / 2, value_range=(0, 1))
     torch.testing.assert_close(s01['label_scores'], s['label_scores'])
 
 
 def test_scores_follow_a_moving_shape():
     xs = [0.3, 0.4, 0.5, 0.6, 0.7]
-    imgs = np.stack([D.render_shape('circle', 'blue', 'dark', 0.3, x, 0.5,
+    imgs = np.stack([S.render_shape('circle', 'blue', 'dark', 0.3, x, 0.5,
                                     resolution=32) for x in xs])
     t = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
-    s = D.shape_attribute_scores(t, value_range=(0, 1))
-    left = s['label_scores'][:, D.ShapesAttrDataset.cls_to_id['left']]
+    s = S.shape_attribute_scores(t, value_range=(0, 1))
+    left = s['label_scores'][:, S.ShapesAttrDataset.cls_to_id['left']]
     assert (left.diff() < 0).all()
     torch.testing.assert_close(s['x'], torch.tensor(xs), atol=0.02, rtol=0)
-    blue = torch.tensor(D.SHAPE_COLORS['blue']) / 255.
+    blue = torch.tensor(S.SHAPE_COLORS['blue']) / 255.
     torch.testing.assert_close(s['fg_rgb'], blue.expand(5, 3), atol=0.03,
                                rtol=0)
     assert (s['bg_brightness'] < 0.2).all()
     with pytest.raises(ValueError, match='N, 3, H, W'):
-        D.shape_attribute_scores(t[0])
+        S.shape_attribute_scores(t[0])
 
 
 def test_generated_on_first_use_and_reused(tmp_path):
     path = tmp_path / 'data' / 'shapes.lmdb'
-    ds = D.ShapesDataset(str(path), image_size=16, num_images=20)
+    ds = S.ShapesDataset(str(path), image_size=16, num_images=20)
     assert path.is_dir() and len(ds) == 20
     assert set(ds[0]) == {'img', 'index'}
     assert os.listdir(tmp_path / 'data') == ['shapes.lmdb']  # no leftovers
     stamp = os.stat(path / 'data.mdb').st_mtime_ns
-    again = D.ShapesDataset(str(path), image_size=16)
+    again = S.ShapesDataset(str(path), image_size=16)
     assert len(again) == 20
     assert os.stat(path / 'data.mdb').st_mtime_ns == stamp
     with pytest.raises(ValueError, match='num_images=20'):
-        D.ShapesDataset(str(path), image_size=16, num_images=30)
+        S.ShapesDataset(str(path), image_size=16, num_images=30)
 
 
 def _make(path):
-    D.ShapesDataset(path, image_size=16, num_images=50)
+    S.ShapesDataset(path, image_size=16, num_images=50)
 
 
 def test_two_processes_generating_at_once(tmp_path):
@@ -153,7 +153,7 @@ def test_two_processes_generating_at_once(tmp_path):
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
     assert os.listdir(tmp_path) == ['shapes.lmdb']
-    assert len(D.ShapesDataset(path, image_size=16)) == 50
+    assert len(S.ShapesDataset(path, image_size=16)) == 50
 
 
 def test_config_shapes_dataset(tmp_path):
@@ -161,7 +161,7 @@ def test_config_shapes_dataset(tmp_path):
     conf = TrainConfig(data_name='shapes', img_size=32,
                        data_dir=str(tmp_path / 'shapes.lmdb'))
     ds = conf.make_dataset(num_images=10)
-    assert isinstance(ds, D.ShapesDataset) and len(ds) == 10
+    assert isinstance(ds, S.ShapesDataset) and len(ds) == 10
     assert ds[9]['img'].shape == (3, 32, 32)
 
 

@@ -16,9 +16,9 @@ def tiny(name='tiny_autoenc'):
 
 @pytest.fixture(scope='module')
 def shapes_lmdb(tmp_path_factory):
-    import dataset
+    import shapes_data
     path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
-    dataset.make_shapes_lmdb(str(path), num_images=24)
+    shapes_data.make_shapes_lmdb(str(path), num_images=24)
     return str(path)
 
 
@@ -144,7 +144,7 @@ def test_train_resume_and_sample_grids(tmp_path, shapes_lmdb):
 
 
 def test_infer_writes_latents_in_dataset_order(tmp_path, shapes_lmdb):
-    import dataset
+    import shapes_data
     from experiment import LitModel, train
     conf = shapes_conf(tmp_path, shapes_lmdb)
     conf.total_samples = 4
@@ -157,7 +157,7 @@ def test_infer_writes_latents_in_dataset_order(tmp_path, shapes_lmdb):
                                                        'latent.pkl'))
     assert set(state) == {'conds', 'conds_mean', 'conds_std'}
     lit = LitModel.from_checkpoint(conf)
-    data = dataset.ShapesDataset(shapes_lmdb, image_size=32)
+    data = shapes_data.ShapesDataset(shapes_lmdb, image_size=32)
     x = torch.stack([data[i]['img'] for i in range(len(data))])
     want = lit.encode(x)
     torch.testing.assert_close(state['conds'], want, atol=1e-4, rtol=1e-4)
@@ -200,11 +200,11 @@ def test_two_process_ddp_on_cpu(tmp_path):
     import sys
 
     import checkpoint_io
-    import dataset
+    import shapes_data
     from conftest import ROOT
     from experiment import LitModel
     lmdb = str(tmp_path / 'odd.lmdb')
-    dataset.make_shapes_lmdb(lmdb, num_images=21)
+    shapes_data.make_shapes_lmdb(lmdb, num_images=21)
     script = str(ROOT / 'tests' / 'tiny_training.py')
     for extra in ([], ['--infer']):
         out = subprocess.run([sys.executable, script, str(tmp_path), lmdb,
@@ -228,7 +228,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
                                                       'last.ckpt'))
     assert ckpt['global_step'] == 2
     lit = LitModel.from_checkpoint(conf)
-    data = dataset.ShapesDataset(lmdb, image_size=32)
+    data = shapes_data.ShapesDataset(lmdb, image_size=32)
     want = lit.encode(torch.stack([data[i]['img'] for i in range(21)]))
     got = checkpoint_io.load_checkpoint(os.path.join(conf.logdir,
                                                      'latent.pkl'))['conds']
