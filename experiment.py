@@ -597,28 +597,12 @@ def resolve_precision(conf: TrainConfig, accelerator: str,
     return chosen
 
 
-def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
-          precision: Optional[str] = None, accelerator: Optional[str] = None,
-          max_steps: Optional[int] = None, callbacks=(), **trainer_kwargs):
-    """Train (``mode='train'``) or run ``conf.eval_programs``
-    (``mode='eval'``), as the official ``train``.
-
-    gpus: GPU ids (list) or a count. Without CUDA the run is on the CPU: one
-        process, or ``len(gpus)`` gloo processes with accelerator='cpu'.
-    nodes: number of machines (DDP across nodes, e.g. under SLURM).
-        Started by srun or torchrun, the run uses the processes the
-        launcher started (one per GPU; see launcher.py and the README).
-    precision: Lightning precision, e.g. 'bf16-mixed' (fast on GPUs and on
-        CPUs with AMX/AVX-512 BF16); default from conf (see
-        resolve_precision).
-    max_steps: stop earlier than conf.total_samples (for tests/demos).
-    Resumes from ``<logdir>/last.ckpt`` when it exists, else from
-    ``conf.continue_from`` when given and present.
-    """
-    print('conf:', conf.name)
-    if mode not in ('train', 'eval'):
-        raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-    validation.check_train_conf(conf, mode)
+def resolve_processes(conf: TrainConfig, gpus, nodes=1,
+                      accelerator: Optional[str] = None):
+    """(accelerator, devices, nodes, processes) of a run: the GPUs asked
+    for, the CPU without CUDA (one process, or ``len(gpus)`` gloo
+    processes with accelerator='cpu'), or under srun/torchrun the processes
+    the launcher started. The global batch must divide over them."""
     if accelerator is None and not torch.cuda.is_available() and \
             launcher.detect():
         accelerator = 'cpu'  # srun/torchrun started CPU (gloo) processes
@@ -630,75 +614,85 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
                           f"accelerator='cpu' for {n_asked} CPU processes)")
         gpus = [0]
     accelerator, devices = resolve_devices(gpus, accelerator)
-    # under srun/torchrun: the processes the launcher started
     devices, nodes = launcher.fit_to_launcher(accelerator, devices, nodes)
     n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
     if conf.batch_size % n_proc:
         raise ValueError(
             f'conf.batch_size={conf.batch_size} (global) is not divisible by '
             f'the {n_proc} processes ({devices} x {nodes} nodes)')
-    if mode == 'eval' and not conf.eval_programs:
-        raise ValueError("mode='eval' needs conf.eval_programs, e.g. "
-                         "['infer'] or ['fid(10,10)']")
-    if mode == 'eval':
-        evaluation.parse_programs(conf.eval_programs)
+    return accelerator, devices, nodes, n_proc
 
-    model = LitModel(conf)
-    os.makedirs(conf.logdir, exist_ok=True)
-    every = max(1, conf.save_every_samples // conf.batch_size_effective)
-    # no version counter: last.ckpt is always overwritten (atomically), also
-    # after the run folder moved (else Lightning writes last-v1.ckpt and the
-    # next rerun would resume from the stale last.ckpt)
-    # (files of earlier runs in the folder are never deleted)
-    checkpoint = checkpoint_io.run_checkpoint_callback(
-        dirpath=conf.logdir, save_last=True, save_top_k=1,
-        every_n_train_steps=every, enable_version_counter=False)
-    checkpoint_path = os.path.join(conf.logdir, 'last.ckpt')
-    # last.ckpt, else the newest intact checkpoint of the folder (loudly)
-    resume = (checkpoint_io.find_resume_checkpoint(conf.logdir)
-              if mode == 'train' else None)
+
+def choose_resume(conf: TrainConfig) -> Optional[str]:
+    """The checkpoint a training run continues from: ``<logdir>/last.ckpt``,
+    else the newest intact checkpoint of the run folder (said loudly), else
+    ``conf.continue_from`` when it exists; None starts from scratch. Warns
+    when the checkpoint was trained with other settings."""
+    resume = checkpoint_io.find_resume_checkpoint(conf.logdir)
     if resume is not None:
         print('resuming from', resume)
         validation.warn_if_hparams_differ(resume, conf)
-    elif mode == 'train' and conf.continue_from is not None:
-        if os.path.exists(conf.continue_from.path):
-            resume = conf.continue_from.path
-            validation.warn_if_hparams_differ(checkpoint_io.load_checkpoint(
-                resume, mmap=True, what='conf.continue_from'), conf,
-                f'conf.continue_from {resume}')
-        else:
-            warnings.warn(f'conf.continue_from={conf.continue_from.path} '
-                          'does not exist: starting from scratch')
+        return resume
+    if conf.continue_from is None:
+        return None
+    path = conf.continue_from.path
+    if not os.path.exists(path):
+        warnings.warn(f'conf.continue_from={path} does not exist: starting '
+                      'from scratch')
+        return None
+    validation.warn_if_hparams_differ(checkpoint_io.load_checkpoint(
+        path, mmap=True, what='conf.continue_from'), conf,
+        f'conf.continue_from {path}')
+    return path
 
-    tb_logger = pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
-                                             version='')
-    strategy = 'auto'
-    if n_proc > 1:
-        strategy = DDPStrategy(find_unused_parameters=False)
-    trainer = pl.Trainer(
+
+def make_trainer(conf: TrainConfig, accelerator, devices, nodes, n_proc,
+                 precision: Optional[str] = None,
+                 max_steps: Optional[int] = None, callbacks=(),
+                 **trainer_kwargs) -> pl.Trainer:
+    """The Lightning Trainer of a run: checkpoints every
+    conf.save_every_samples into ``conf.logdir`` (``last.ckpt`` always
+    overwritten atomically, earlier files never deleted), TensorBoard logs
+    there too, DDP over several processes, the precision this hardware
+    runs fastest unless asked, a whole-run progress bar with ETA."""
+    os.makedirs(conf.logdir, exist_ok=True)
+    every = max(1, conf.save_every_samples // conf.batch_size_effective)
+    # no version counter: after the run folder moved, Lightning would
+    # write last-v1.ckpt and the next rerun resume from a stale last.ckpt
+    checkpoint = checkpoint_io.run_checkpoint_callback(
+        dirpath=conf.logdir, save_last=True, save_top_k=1,
+        every_n_train_steps=every, enable_version_counter=False)
+    own_bar = trainer_kwargs.get('enable_progress_bar') is False or any(
+        isinstance(c, TQDMProgressBar) for c in callbacks)
+    return pl.Trainer(
         max_steps=max_steps or conf.total_samples // conf.batch_size_effective,
         accelerator=accelerator,
         devices=devices,
         num_nodes=nodes,
-        strategy=strategy,
+        strategy=(DDPStrategy(find_unused_parameters=False) if n_proc > 1
+                  else 'auto'),
         precision=resolve_precision(conf, accelerator, precision),
         callbacks=[checkpoint, LearningRateMonitor(), *callbacks,
-                   *([] if trainer_kwargs.get('enable_progress_bar') is False
-                     or any(isinstance(c, TQDMProgressBar) for c in callbacks)
-                     else [StepProgressBar()])],
-        logger=tb_logger,
+                   *([] if own_bar else [StepProgressBar()])],
+        logger=pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
+                                            version=''),
         accumulate_grad_batches=conf.accum_batches,
         gradient_clip_val=conf.grad_clip if conf.grad_clip > 0 else None,
         gradient_clip_algorithm='norm',
-        # the training loader shards itself (resumable_loader.ResumableSampler)
+        # the training loader shards itself (resumable_loader)
         use_distributed_sampler=False,
         **trainer_kwargs,
     )
-    if mode == 'train':
-        trainer.fit(model, ckpt_path=resume)
-        return model
 
-    eval_path = conf.eval_path or checkpoint_path
+
+def evaluate(conf: TrainConfig, trainer: pl.Trainer, n_proc: int,
+             model: Optional[LitModel] = None) -> dict:
+    """Run ``conf.eval_programs`` on the checkpoint ``conf.eval_path``
+    (default ``<logdir>/last.ckpt``) on every process of ``trainer``;
+    results go to TensorBoard and are appended to ``evals/<name>.txt``."""
+    evaluation.parse_programs(conf.eval_programs)
+    model = model or LitModel(conf)
+    eval_path = conf.eval_path or os.path.join(conf.logdir, 'last.ckpt')
     print('loading from:', eval_path)
     state = checkpoint_io.load_checkpoint(eval_path, what='eval_path')
     validation.warn_if_hparams_differ(state, conf, f'checkpoint {eval_path}')
@@ -711,13 +705,52 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     if trainer.global_rank == 0:
         step = state.get('global_step', 0)
         for k, v in out.items():
-            tb_logger.experiment.add_scalar(k, v,
-                                            step * conf.batch_size_effective)
+            trainer.logger.experiment.add_scalar(
+                k, v, step * conf.batch_size_effective)
         os.makedirs('evals', exist_ok=True)
         with open(f'evals/{conf.name}.txt', 'a') as f:
             f.write(json.dumps(out) + '\n')
     return out
 
 
-__all__ = ['LitModel', 'train', 'ema_update', 'WarmupLR', 'is_time',
-           'resolve_devices', 'resolve_precision', 'StepProgressBar']
+def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
+          precision: Optional[str] = None, accelerator: Optional[str] = None,
+          max_steps: Optional[int] = None, callbacks=(), **trainer_kwargs):
+    """Train (``mode='train'``) or run ``conf.eval_programs``
+    (``mode='eval'``, see :func:`evaluate`), as the official ``train``.
+
+    gpus: GPU ids (list) or a count. Without CUDA the run is on the CPU: one
+        process, or ``len(gpus)`` gloo processes with accelerator='cpu'.
+    nodes: number of machines (DDP across nodes, e.g. under SLURM).
+        Started by srun or torchrun, the run uses the processes the
+        launcher started (one per GPU; see launcher.py and the README).
+    precision: Lightning precision, e.g. 'bf16-mixed'; default
+        conf.precision ('auto': what this hardware runs fastest, see
+        hardware.py).
+    max_steps: stop earlier than conf.total_samples (for tests/demos).
+    A training run resumes as :func:`choose_resume` says.
+    """
+    print('conf:', conf.name)
+    if mode not in ('train', 'eval'):
+        raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    validation.check_train_conf(conf, mode)
+    if mode == 'eval':
+        if not conf.eval_programs:
+            raise ValueError("mode='eval' needs conf.eval_programs, e.g. "
+                             "['infer'] or ['fid(10,10)']")
+        evaluation.parse_programs(conf.eval_programs)  # typos fail first
+    accelerator, devices, nodes, n_proc = resolve_processes(
+        conf, gpus, nodes, accelerator)
+    model = LitModel(conf)
+    trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
+                           precision, max_steps, callbacks, **trainer_kwargs)
+    if mode == 'eval':
+        return evaluate(conf, trainer, n_proc, model)
+    trainer.fit(model, ckpt_path=choose_resume(conf))
+    return model
+
+
+__all__ = ['LitModel', 'train', 'evaluate', 'ema_update', 'WarmupLR',
+           'is_time', 'resolve_devices', 'resolve_precision',
+           'resolve_processes', 'choose_resume', 'make_trainer',
+           'StepProgressBar']
