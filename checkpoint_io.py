@@ -192,17 +192,24 @@ class CheckpointMismatchError(RuntimeError):
     pass
 
 
+def key_mismatch(module: torch.nn.Module, state_dict: Mapping):
+    """(missing keys, unexpected keys, shape mismatches as (key, in the
+    checkpoint, in the model)) between ``module`` and ``state_dict``."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [(k, tuple(getattr(state_dict[k], 'shape', ())),
+               tuple(own[k].shape)) for k in own if k in state_dict
+              and tuple(getattr(state_dict[k], 'shape', ())) !=
+              tuple(own[k].shape)]
+    return missing, unexpected, shapes
+
+
 def describe_mismatch(module: torch.nn.Module, state_dict: Mapping,
                       limit: int = 20) -> str:
     """Human-readable list of missing/unexpected keys and shape
     mismatches between ``module`` and ``state_dict``."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [(k, tuple(state_dict[k].shape), tuple(own[k].shape))
-              for k in own if k in state_dict
-              and hasattr(state_dict[k], 'shape')
-              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    missing, unexpected, shapes = key_mismatch(module, state_dict)
     lines = []
 
     def block(title, items: Iterable[str]):
@@ -226,14 +233,10 @@ def load_state_verified(module: torch.nn.Module, state_dict: Mapping,
     """Load ``state_dict`` into ``module``, raising
     CheckpointMismatchError that lists every mismatched key unless the
     only differences are keys starting with the allowed prefixes."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict
-               and not k.startswith(tuple(allow_missing))]
-    unexpected = [k for k in state_dict if k not in own
-                  and not k.startswith(tuple(allow_unexpected))]
-    bad_shape = [k for k in own if k in state_dict
-                 and tuple(getattr(state_dict[k], 'shape', ())) !=
-                 tuple(own[k].shape)]
+    missing, unexpected, bad_shape = key_mismatch(module, state_dict)
+    missing = [k for k in missing if not k.startswith(tuple(allow_missing))]
+    unexpected = [k for k in unexpected
+                  if not k.startswith(tuple(allow_unexpected))]
     if missing or unexpected or bad_shape:
         raise CheckpointMismatchError(
             f'{source} does not match this model (is it from another '

@@ -64,6 +64,9 @@ CELEBA_ATTRS = [
     'Wearing_Necklace', 'Wearing_Necktie', 'Young'
 ]
 
+# attribute name -> column (the official ``cls_to_id``)
+CELEBA_CLS_TO_ID = {name: i for i, name in enumerate(CELEBA_ATTRS)}
+
 # how to make each dataset (named in the missing-path error)
 _MAKE_COMMANDS = {
     'ffhq': 'python data_resize_ffhq.py --in <folder of FFHQ images> '
@@ -403,15 +406,18 @@ class CelebAlmdb(_LMDBImages):
 
 class _LSUNlmdb(_LMDBImages):
     """LSUN categories converted by ``data_resize_<name>.py``
-    (``256-0000000`` keys): Resize + CenterCrop."""
+    (``256-0000000`` keys): Resize + CenterCrop. A subclass names its
+    converter (``_make_name``) and its default path (``_default_path``)."""
 
     _make_name = None
+    _default_path = None
 
-    def __init__(self, path, image_size=128, original_resolution=256,
+    def __init__(self, path=None, image_size=128, original_resolution=256,
                  do_augment: bool = True, do_transform: bool = True,
                  do_normalize: bool = True, **kwargs):
         self.image_size = image_size
-        self._open(path, original_resolution, 7, self._make_name)
+        self._open(path or self._default_path, original_resolution, 7,
+                   self._make_name)
         self.transform = _build_transform(image_size, 'center',
                                           flip=do_augment,
                                           to_tensor=do_transform,
@@ -422,13 +428,7 @@ class Horse_lmdb(_LSUNlmdb):
     """LSUN horse (``256-0000000`` keys)."""
 
     _make_name = 'horse'
-
-    def __init__(self, path=os.path.expanduser('datasets/horse256.lmdb'),
-                 image_size=128, original_resolution=256,
-                 do_augment: bool = True, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        super().__init__(path, image_size, original_resolution, do_augment,
-                         do_transform, do_normalize, **kwargs)
+    _default_path = 'datasets/horse256.lmdb'
 
 
 class Bedroom_lmdb(_LSUNlmdb):
@@ -436,13 +436,7 @@ class Bedroom_lmdb(_LSUNlmdb):
     the horse class, issue #58 -- same format, own class here)."""
 
     _make_name = 'bedroom'
-
-    def __init__(self, path=os.path.expanduser('datasets/bedroom256.lmdb'),
-                 image_size=128, original_resolution=256,
-                 do_augment: bool = True, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        super().__init__(path, image_size, original_resolution, do_augment,
-                         do_transform, do_normalize, **kwargs)
+    _default_path = 'datasets/bedroom256.lmdb'
 
 
 class CelebHQlmdb(_LMDBImages):
@@ -580,7 +574,7 @@ class CelebAttrDataset(_AttrTable, Dataset, _SmallImageWarning):
     """
 
     id_to_cls = CELEBA_ATTRS
-    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+    cls_to_id = CELEBA_CLS_TO_ID
 
     def __init__(self, folder, image_size=64,
                  attr_path=os.path.expanduser(
@@ -646,7 +640,7 @@ class CelebAttrFewshotDataset(_AttrTable, Dataset, _SmallImageWarning):
     ``'labels'``: the (1,) value of ``cls_name``."""
 
     id_to_cls = CELEBA_ATTRS
-    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+    cls_to_id = CELEBA_CLS_TO_ID
 
     def __init__(self, cls_name, K, img_folder, img_size=64, ext='png',
                  seed=0, only_cls_name: str = None,
@@ -703,7 +697,7 @@ class _CelebHQRows(_AttrTable, Dataset, _SmallImageWarning):
     (``'42.jpg'`` -> key ``256-00042``)."""
 
     id_to_cls = CELEBA_ATTRS
-    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+    cls_to_id = CELEBA_CLS_TO_ID
 
     def _open_lmdb(self, path, image_size, original_resolution, do_augment,
                    do_transform, do_normalize):

@@ -133,11 +133,8 @@ class LitModel(pl.LightningModule):
         """As torch's, but a ``strict=False`` load (the official notebooks'
         habit) still reports what did not match instead of hiding it."""
         if not strict:
-            own = self.state_dict()
             problems = checkpoint_io.describe_mismatch(self, state_dict)
-            shape_bad = [k for k in own if k in state_dict and tuple(
-                getattr(state_dict[k], 'shape', ())) != tuple(own[k].shape)]
-            if shape_bad:
+            if checkpoint_io.key_mismatch(self, state_dict)[2]:
                 raise checkpoint_io.CheckpointMismatchError(
                     'checkpoint does not match this template:\n' + problems)
             if problems:
