@@ -368,8 +368,9 @@ class LitModel(pl.LightningModule):
         # after, DDP handed every process the same wrong gradient for the
         # output conv (its buckets keep the old strides) and a resumed DDP
         # run took a different first step than an uninterrupted one
-        self.model.to(memory_format=torch.channels_last)
-        self.ema_model.to(memory_format=torch.channels_last)
+        if hardware.prefers_channels_last(self.device.type):
+            self.model.to(memory_format=torch.channels_last)
+            self.ema_model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint):
         # RNG states, so that a resumed run continues the same random stream

@@ -177,6 +177,11 @@ def choose_precision(conf_precision: Optional[str], fp16: bool,
     return chosen, f"conf.precision='auto': {why}"
 
 
-def prefers_channels_last(device_type: str, low_precision: bool) -> bool:
-    """Whether the UNet runs faster in NHWC (channels_last) here."""
-    return True
+def prefers_channels_last(device_type: str) -> bool:
+    """Whether the UNet's convolutions run faster in NHWC (channels_last)
+    on ``device_type``. Measured (celeba64 UNet forward, batch 8, 2-core
+    AMD EPYC, oneDNN): float32 0.65 s NHWC vs 0.72 s NCHW, bf16 0.36 vs
+    0.41 s, float32 with oneDNN capped below bf16 (as on a CPU without
+    native bf16) 0.61 vs 0.74 s; cuDNN's autocast kernels are NHWC too.
+    Other devices (e.g. mps): not measured, left NCHW."""
+    return device_type in ('cpu', 'cuda')

@@ -105,7 +105,7 @@ def set_aside_if_stale(logdir, source):
 
 # measured on 2-core CPUs (README): the stages after the autoencoder and
 # the report take about this long together
-OTHER_STAGES_S = {False: 150, True: 60}
+OTHER_STAGES_S = {False: 90, True: 30}
 SHAPE_ATTRS = list(shapes_data.ShapesAttrDataset.id_to_cls)
 
 

@@ -185,7 +185,7 @@ def bench_mode(args, mode, device):
         reference_extract(lit.sampler)
     channels_last = fast and (
         args.channels_last == 'on' or args.channels_last == 'auto' and
-        hardware.prefers_channels_last(device.type, mode != 'fast32'))
+        hardware.prefers_channels_last(device.type))
     memory_format = (torch.channels_last if channels_last
                      else torch.contiguous_format)
     lit.model.to(memory_format=memory_format)
