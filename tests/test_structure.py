@@ -15,15 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ('model', 'diffusion')
 MAX_FUNCTION_LINES = 80
 
-# Known offenders (as of this test's writing) in files restructured in
-# parallel on main (issue 11, items 1-3), per check; only these are marked
-# xfail. app_logic.py and experiment_classifier.py are the demo and ClsModel
-# that item 1 moves onto the inference object.
-BEING_RESTRUCTURED = {
-    'function_imports': set(),
-    'long_functions': set(),
-}
-
 # 'module:qualified.function' -> reason it may be longer than 80 lines
 LONG_FUNCTION_ALLOWED = {
     'lmdb_writer:folder_to_lmdb': 'not yet split (issue 11 lists it); one '
@@ -171,15 +162,9 @@ def function_imports(path: Path):
 
 
 def per_file(check):
-    known = BEING_RESTRUCTURED[check]
-    return [
-        pytest.param(p, id=str(p.relative_to(ROOT)),
-                     marks=pytest.mark.xfail(
-                         strict=False, reason='being restructured in main'))
-        if p.parent == ROOT and p.name in known else
-        pytest.param(p, id=str(p.relative_to(ROOT)))
-        for p in project_files()
-    ]
+    """One test per project file (``check`` names what is checked)."""
+    return [pytest.param(p, id=str(p.relative_to(ROOT)))
+            for p in project_files()]
 
 
 # ----------------------------------------------------------------------
