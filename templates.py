@@ -27,8 +27,8 @@ _LAZY = {
     'CelebAttrDataset': 'dataset',
     'CelebHQAttrDataset': 'dataset',
     'SubsetDataset': 'dataset',
-    'ShapesDataset': 'dataset',
-    'ShapesAttrDataset': 'dataset',
+    'ShapesDataset': 'shapes_data',
+    'ShapesAttrDataset': 'shapes_data',
 }
 
 

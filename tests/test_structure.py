@@ -7,6 +7,7 @@ Project modules: the *.py files at the repository root, and the packages
 imports between its own files are its business). Entries that are allowed
 name their reason in the allow-lists below."""
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,18 @@ def test_no_project_import_inside_a_function(path):
 def test_no_function_longer_than_80_lines(path):
     found = long_functions(path)
     assert not found, found
+
+
+@pytest.mark.parametrize('module', ['templates', 'templates_latent',
+                                    'templates_cls'])
+def test_every_notebook_name_resolves(module):
+    """`from templates import *` gives every name its __all__ promises
+    (some are loaded lazily from the module that now holds them)."""
+    mod = importlib.import_module(module)
+    missing = []
+    for name in mod.__all__:
+        try:
+            getattr(mod, name)
+        except AttributeError as e:
+            missing.append(f'{name}: {e}')
+    assert not missing
