@@ -102,3 +102,13 @@ def demo_tree(tmp_path_factory):
     web-page tests."""
     from demo_tree import make_demo_tree
     return make_demo_tree(tmp_path_factory.mktemp('demo_tree'))
+
+
+@pytest.fixture(scope='module')
+def shapes_lmdb(tmp_path_factory):
+    """A 40-image demo LMDB (made once per test module; test_training
+    uses a smaller one of its own)."""
+    import shapes_data
+    path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
+    shapes_data.make_shapes_lmdb(str(path), num_images=40)
+    return str(path)

@@ -15,14 +15,6 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / 'tests'))
 
 
-@pytest.fixture(scope='module')
-def shapes_lmdb(tmp_path_factory):
-    import shapes_data
-    path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
-    shapes_data.make_shapes_lmdb(str(path), num_images=40)
-    return str(path)
-
-
 class Crash(Exception):
     pass
 

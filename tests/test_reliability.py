@@ -18,14 +18,6 @@ from conftest import conf_from_recipe, golden, load_recipe, ROOT
 SCRIPT = str(ROOT / 'tests' / 'tiny_training.py')
 
 
-@pytest.fixture(scope='module')
-def shapes_lmdb(tmp_path_factory):
-    import shapes_data
-    path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
-    shapes_data.make_shapes_lmdb(str(path), num_images=40)
-    return str(path)
-
-
 def losses(workdir):
     with open(os.path.join(workdir, 'losses.jsonl')) as f:
         return [json.loads(line) for line in f]
