@@ -79,7 +79,11 @@ class ModelName(Enum):
 
 
 class ModelMeanType(Enum):
-    eps = 'eps'  # the network predicts the noise
+    eps = 'eps'  # the network predicts the noise (official)
+    # opt-in (this project): the network predicts the clean image x_0, or
+    # v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho, 2022)
+    start_x = 'start_x'
+    v = 'v'
 
 
 class ModelVarType(Enum):

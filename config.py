@@ -18,7 +18,8 @@ import shapes_data
 from config_base import BaseConfig
 from dataset_util import use_cached_dataset_path
 from image_check import apply_policy
-from diffusion import SpacedDiffusionBeatGansConfig, UniformSampler
+from diffusion import (PowerSampler, SpacedDiffusionBeatGansConfig,
+                       UniformSampler)
 from diffusion.schedules import get_named_beta_schedule, space_timesteps
 from model import (BeatGANsAutoencConfig, BeatGANsUNetConfig, LatentNetType,
                    MLPSkipNetConfig, ModelConfig)
@@ -163,7 +164,16 @@ class TrainConfig(BaseConfig):
     save_every_samples: int = 100_000
     style_ch: int = 512
     T_eval: int = 1_000
+    # training timesteps: 'uniform' (official) or 'high_noise' (opt-in,
+    # density rising as (t / T)^(T_sampler_power - 1), no reweighting)
     T_sampler: str = 'uniform'
+    T_sampler_power: float = 2.0
+    # opt-in weighting of the image decoder's loss over timesteps
+    # (diffusion/weighting.py): 'none' (official), 'p2' or 'min_snr';
+    # gamma defaults to the paper's (1 for p2, 5 for min_snr)
+    loss_weighting: str = 'none'
+    loss_weighting_gamma: float = None
+    p2_k: float = 1.0
     T: int = 1_000
     total_samples: int = 10_000_000
     warmup: int = 0
@@ -288,6 +298,9 @@ class TrainConfig(BaseConfig):
                 num_timesteps=self.T,
                 section_counts=_section_counts(self.beatgans_gen_type, T)),
             fp16=self.fp16,
+            loss_weighting=self.loss_weighting,
+            loss_weighting_gamma=self.loss_weighting_gamma,
+            p2_k=self.p2_k,
         )
 
     def _make_latent_diffusion_conf(self, T=None):
@@ -315,7 +328,10 @@ class TrainConfig(BaseConfig):
     def make_T_sampler(self):
         if self.T_sampler == 'uniform':
             return UniformSampler(self.T)
-        raise NotImplementedError(f"T_sampler '{self.T_sampler}'")
+        if self.T_sampler == 'high_noise':
+            return PowerSampler(self.T, self.T_sampler_power)
+        raise ValueError(f"T_sampler '{self.T_sampler}': use 'uniform' "
+                         "(official) or 'high_noise'")
 
     def make_diffusion_conf(self):
         return self._make_diffusion_conf(self.T)

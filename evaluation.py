@@ -18,7 +18,7 @@ import re
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import scipy.stats
 import torch
@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 import checkpoint_io
 import metrics
+import renderer
 from config import is_time
 from dist_utils import all_gather_rows
 from inference import eval_mode
@@ -393,3 +394,113 @@ def _probe_split(latents, y, tr, te, strengths, folds):
                           .T) + bias[best, torch.arange(k)]
     chosen = torch.as_tensor(strengths, dtype=torch.float64)[best]
     return auroc_columns(scores, y[te]), chosen.tolist()
+
+
+# does z_sem carry what the image is? (decoding from z_sem alone)
+# ----------------------------------------------------------------------
+# ``read_attributes(images)``: images (N, 3, H, W) in [0, 1] -> {attribute
+# name: (N,) int64 class}, e.g. shapes_data.shape_attribute_classes
+AttributeReader = Callable[[torch.Tensor], Dict[str, torch.Tensor]]
+
+
+def _render_batched(model, noise, cond, T, batch_size):
+    return torch.cat([
+        model.render(noise[i:i + batch_size], cond[i:i + batch_size], T=T)
+        for i in range(0, len(cond), batch_size)])
+
+
+@torch.no_grad()
+def zsem_decoding_report(model, images: torch.Tensor,
+                         read_attributes: AttributeReader, T: int = 20,
+                         seeds: int = 4, seed: int = 0,
+                         batch_size: int = 64) -> Dict:
+    """Decode every image's z_sem from *random* x_T and measure what stays.
+
+    DiffAE's claim is that z_sem holds the content and x_T only the
+    stochastic detail; inverted-x_T reconstruction cannot show it (DDIM
+    inversion is nearly exact even for a weak decoder). So for each of
+    ``seeds`` draws one random x_T is shared by all the images (draw k from
+    ``torch.Generator().manual_seed(seed + k)``) and decoded with each
+    image's z_sem (``T`` DDIM steps).
+
+    Args:
+        model: anything with ``encode(x)`` and ``render(noise, cond, T=)``
+            returning [0, 1] images (inference.DiffAE, LitModel).
+        images: (N, 3, H, W) in [-1, 1].
+        read_attributes: per-image attribute classes from pixels (see
+            ``AttributeReader``); the reference is its reading of the inputs.
+
+    Returns:
+        ``kept``: per attribute, the fraction of decodes whose class equals
+        the input's (over images and draws), ``kept_by_seed`` the same per
+        draw, and ``chance``: the agreement a decoder that ignored z_sem
+        would get with the same class frequencies (sum over classes of
+        p_input * p_decoded). ``spread_across_z``: pixel std over the
+        images at the same x_T; ``spread_across_xT``: pixel std over the
+        draws for the same z_sem (both averaged over pixels, images in
+        [0, 1]); z_sem carries the picture when the first is the larger.
+        Plus ``T``, ``seeds``, ``images``.
+    """
+    x01 = (images.float() + 1) / 2
+    ref = read_attributes(x01)
+    cond = model.encode(images)
+    decoded = []
+    for k in range(seeds):
+        g = torch.Generator().manual_seed(seed + k)
+        noise = torch.randn((1, *images.shape[1:]), generator=g).to(
+            images.device).expand(len(images), -1, -1, -1)
+        decoded.append(_render_batched(model, noise, cond, T,
+                                       batch_size).float().cpu())
+    dec = torch.stack(decoded)                     # (seeds, N, 3, H, W)
+    read = [read_attributes(d) for d in decoded]
+    out = {'T': T, 'seeds': seeds, 'images': len(images), 'kept': {},
+           'kept_by_seed': {}, 'chance': {}}
+    for name, want in ref.items():
+        got = torch.stack([r[name] for r in read])  # (seeds, N)
+        agree = (got == want.cpu()[None]).float()
+        out['kept'][name] = agree.mean().item()
+        out['kept_by_seed'][name] = agree.mean(1).tolist()
+        n_cls = int(max(got.max(), want.max())) + 1
+        p_in = torch.bincount(want.cpu(), minlength=n_cls) / want.numel()
+        p_dec = torch.bincount(got.flatten(), minlength=n_cls) / got.numel()
+        out['chance'][name] = float((p_in * p_dec).sum())
+    out['spread_across_z'] = dec.std(dim=1).mean().item()
+    out['spread_across_xT'] = dec.std(dim=0).mean().item()
+    return out
+
+
+@torch.no_grad()
+def manipulation_change_rate(model, images: torch.Tensor, cond: torch.Tensor,
+                             xT: torch.Tensor, direction: torch.Tensor,
+                             read_attributes: AttributeReader,
+                             attribute: str, target: int,
+                             amounts: Sequence[float] = (0.0, 0.5, 1.0),
+                             T: int = 20, normalize=None, denormalize=None,
+                             batch_size: int = 64) -> Dict:
+    """Move z_sem along a classifier ``direction`` (renderer.manipulate_cond,
+    the official recipe) with the images' own x_T (inverted), and measure
+    how many of the images whose ``attribute`` is not ``target`` now read
+    as ``target``.
+
+    Returns ``changed`` {amount: fraction of those images now at target},
+    ``others_kept`` {amount: fraction of (image, other attribute) pairs
+    that still read as in the input}, and ``images``: how many were
+    moved.
+    """
+    ref = read_attributes((images.float() + 1) / 2)
+    sel = (ref[attribute] != target).nonzero().flatten()
+    out = {'attribute': attribute, 'target': target, 'images': len(sel),
+           'changed': {}, 'others_kept': {}}
+    if len(sel) == 0:
+        return out
+    others = [k for k in ref if k != attribute]
+    for a in amounts:
+        c2 = renderer.manipulate_cond(cond[sel], direction, a, normalize,
+                                      denormalize)
+        got = read_attributes(_render_batched(model, xT[sel], c2, T,
+                                              batch_size).float().cpu())
+        out['changed'][a] = (got[attribute] == target).float().mean().item()
+        same = [(got[k] == ref[k][sel].cpu()).float() for k in others]
+        out['others_kept'][a] = (torch.stack(same).mean().item()
+                                 if same else float('nan'))
+    return out

@@ -390,9 +390,26 @@ def shape_attribute_scores(images, value_range: Sequence[float] = (-1, 1)
     }
 
 
+def shape_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
+                            ) -> Dict[str, torch.Tensor]:
+    """The measured attributes of each image as classes (an attribute
+    reader for evaluation.zsem_decoding_report): 'shape' (index into
+    SHAPES), 'color' (into SHAPE_COLORS), and 0 / 1 for 'large', 'left',
+    'top' and 'light_background'. See :func:`shape_attribute_scores`."""
+    m = shape_attribute_scores(images, value_range)
+    scores, labels = m['label_scores'], m['labels']
+    ns, nc = len(SHAPES), len(SHAPE_COLORS)
+    out = {'shape': scores[:, :ns].argmax(1),
+           'color': scores[:, ns:ns + nc].argmax(1)}
+    for i, name in enumerate(SHAPE_LABELS[ns + nc:]):
+        out[name] = (labels[:, ns + nc + i] > 0).long()
+    return out
+
+
 __all__ = [
     'ShapesDataset', 'ShapesAttrDataset', 'make_shapes_lmdb',
     'render_shape', 'sample_shape_attributes', 'shape_labels',
-    'shape_attribute_scores', 'read_shapes_meta', 'SHAPES', 'SHAPE_COLORS',
+    'shape_attribute_scores', 'shape_attribute_classes', 'read_shapes_meta',
+    'SHAPES', 'SHAPE_COLORS',
     'SHAPE_BACKGROUNDS', 'SHAPE_LABELS', 'SHAPES_DEFAULT_COUNT',
 ]

@@ -3,14 +3,15 @@ from typing import Union
 
 from .base import GaussianDiffusionBeatGans, GaussianDiffusionBeatGansConfig
 from .diffusion import SpacedDiffusionBeatGans, SpacedDiffusionBeatGansConfig
-from .resample import UniformSampler
+from .resample import PowerSampler, UniformSampler
 from .schedules import get_named_beta_schedule, space_timesteps
 
 Sampler = Union[SpacedDiffusionBeatGans]
 SamplerConfig = Union[SpacedDiffusionBeatGansConfig]
 
 __all__ = [
-    'GaussianDiffusionBeatGans', 'GaussianDiffusionBeatGansConfig', 'Sampler',
+    'GaussianDiffusionBeatGans', 'GaussianDiffusionBeatGansConfig',
+    'PowerSampler', 'Sampler',
     'SamplerConfig', 'SpacedDiffusionBeatGans',
     'SpacedDiffusionBeatGansConfig', 'UniformSampler',
     'get_named_beta_schedule', 'space_timesteps'

@@ -1,4 +1,5 @@
-"""Gaussian diffusion with eps prediction: the training loss, the posterior,
+"""Gaussian diffusion (eps prediction as official; x_0 or v prediction and a
+loss weighting over timesteps opt-in): the training loss, the posterior,
 DDPM ancestral sampling, deterministic DDIM and its reverse (stochastic
 encoding).
 
@@ -22,6 +23,7 @@ from config_base import BaseConfig
 from model.nn import mean_flat
 
 from .schedules import get_named_beta_schedule  # noqa: F401 (re-export)
+from .weighting import loss_weights
 
 
 @dataclass
@@ -35,6 +37,11 @@ class GaussianDiffusionBeatGansConfig(BaseConfig):
     rescale_timesteps: bool
     fp16: bool
     train_pred_xstart_detach: bool = True
+    # opt-in loss weighting over timesteps (diffusion/weighting.py);
+    # 'none' is the official plain MSE
+    loss_weighting: str = 'none'
+    loss_weighting_gamma: float = None
+    p2_k: float = 1.0
 
     def make_sampler(self):
         return GaussianDiffusionBeatGans(self)
@@ -118,6 +125,11 @@ class GaussianDiffusionBeatGans:
         self.sqrt_alphas_cumprod_next = np.sqrt(self.alphas_cumprod_next)
         self.sqrt_one_minus_alphas_cumprod_next = np.sqrt(
             1.0 - self.alphas_cumprod_next)
+        # per-timestep weight of the training loss (None: plain MSE)
+        self.loss_weight = loss_weights(conf.loss_weighting,
+                                        self.alphas_cumprod,
+                                        conf.model_mean_type,
+                                        conf.loss_weighting_gamma, conf.p2_k)
         self._device_coefs: Dict[torch.device, Dict[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------
@@ -136,6 +148,9 @@ class GaussianDiffusionBeatGans:
             c['timestep_map'] = torch.as_tensor(self.timestep_map,
                                                 dtype=torch.long,
                                                 device=device)
+            if self.loss_weight is not None:
+                c['loss_weight'] = torch.as_tensor(
+                    self.loss_weight, dtype=torch.float64).float().to(device)
             self._device_coefs[device] = c
         return c
 
@@ -188,6 +203,31 @@ class GaussianDiffusionBeatGans:
         return (self._extract('sqrt_recip_alphas_cumprod', t, x_t) * x_t -
                 self._extract('sqrt_recipm1_alphas_cumprod', t, x_t) * eps)
 
+    def _predict_xstart(self, x_t, t, output):
+        """x_0 from the network's output, whatever it predicts."""
+        if self.model_mean_type == ModelMeanType.eps:
+            return self._predict_xstart_from_eps(x_t, t, output)
+        if self.model_mean_type == ModelMeanType.start_x:
+            return output
+        if self.model_mean_type == ModelMeanType.v:
+            return (self._extract('sqrt_alphas_cumprod', t, x_t) * x_t -
+                    self._extract('sqrt_one_minus_alphas_cumprod', t, x_t) *
+                    output)
+        raise NotImplementedError(self.model_mean_type)
+
+    def _target(self, x_start, t, noise):
+        """What the network is trained to output at x_t = q(x_start, t,
+        noise)."""
+        if self.model_mean_type == ModelMeanType.eps:
+            return noise
+        if self.model_mean_type == ModelMeanType.start_x:
+            return x_start
+        if self.model_mean_type == ModelMeanType.v:
+            return (self._extract('sqrt_alphas_cumprod', t, x_start) * noise -
+                    self._extract('sqrt_one_minus_alphas_cumprod', t,
+                                  x_start) * x_start)
+        raise NotImplementedError(self.model_mean_type)
+
     def _predict_eps_from_xstart(self, x_t, t, pred_xstart):
         return ((self._extract('sqrt_recip_alphas_cumprod', t, x_t) * x_t -
                  pred_xstart) /
@@ -218,18 +258,20 @@ class GaussianDiffusionBeatGans:
         model_output = model_forward.pred
         out = model_output.detach() if self.conf.train_pred_xstart_detach \
             else model_output
-        terms['pred_xstart'] = self._predict_xstart_from_eps(
-            x_t, t, out.type(x_t.dtype))
-        if self.model_mean_type != ModelMeanType.eps:
-            raise NotImplementedError(self.model_mean_type)
-        target = noise
+        terms['pred_xstart'] = self._predict_xstart(x_t, t,
+                                                    out.type(x_t.dtype))
+        target = self._target(x_start, t, noise)
         assert model_output.shape == target.shape == x_start.shape
         err = target - model_output
         if self.loss_type == LossType.mse:
             terms['mse'] = mean_flat(err**2)
         else:
             terms['mse'] = mean_flat(err.abs())
-        terms['loss'] = terms['mse']
+        if self.loss_weight is None:
+            terms['loss'] = terms['mse']
+        else:
+            terms['loss'] = terms['mse'] * self.coefs(t.device)[
+                'loss_weight'][t]
         return terms
 
     # ------------------------------------------------------------------
@@ -242,8 +284,8 @@ class GaussianDiffusionBeatGans:
             model_kwargs = {}
         assert t.shape == (x.shape[0], )
         model_forward = self._call_model(model, x, t, model_kwargs)
-        eps = model_forward.pred.type(x.dtype)
-        pred_xstart = self._predict_xstart_from_eps(x_t=x, t=t, eps=eps)
+        pred_xstart = self._predict_xstart(x, t,
+                                           model_forward.pred.type(x.dtype))
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         model_mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)

@@ -1,0 +1,100 @@
+"""The recipes and datasets of the z_sem study (bench/zsem_study.py).
+
+A recipe is a set of config overrides on the dataset's demo template; the
+official recipe is no override at all.
+"""
+import functools
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Tuple
+
+import shapes_data
+import templates
+import templates_cls
+from choices import ModelMeanType
+from config import PretrainConfig
+
+VARIANTS = {
+    'official': {},
+    'p2': {'loss_weighting': 'p2'},
+    'min_snr': {'loss_weighting': 'min_snr'},
+    'high_noise': {'T_sampler': 'high_noise'},
+    'x0': {'beatgans_model_mean_type': ModelMeanType.start_x},
+    'v': {'beatgans_model_mean_type': ModelMeanType.v},
+    'v_min_snr': {'beatgans_model_mean_type': ModelMeanType.v,
+                  'loss_weighting': 'min_snr'},
+}
+
+
+@dataclass
+class StudyDataset:
+    name: str
+    autoenc: Callable        # template of the autoencoder
+    classifier: Callable     # template of its attribute classifier
+    attr_dataset: Callable   # () -> labelled dataset (images in [-1, 1])
+    read_attributes: Callable
+    label_names: List[str]
+    # (attribute read back, classifier label to move along, target class)
+    manipulations: List[Tuple[str, str, int]]
+
+
+DATASETS = {
+    'shapes': StudyDataset(
+        'shapes', templates.shapes32_autoenc,
+        templates_cls.shapes32_autoenc_cls,
+        lambda: shapes_data.ShapesAttrDataset(image_size=32),
+        functools.partial(shapes_data.shape_attribute_classes,
+                          value_range=(0, 1)),
+        list(shapes_data.SHAPE_LABELS),
+        [('color', c, i) for i, c in enumerate(shapes_data.SHAPE_COLORS)]
+        + [('large', 'large', 1)]),
+}
+
+
+def autoencoder_conf(dataset: str, variant: str, steps: int, base_dir: str):
+    """The dataset's demo autoencoder with the recipe's overrides, trained
+    for ``steps`` steps in ``<base_dir>/<dataset>_<variant>``."""
+    conf = DATASETS[dataset].autoenc()
+    for k, v in VARIANTS[variant].items():
+        setattr(conf, k, v)
+    conf.total_samples = conf.batch_size * steps
+    conf.sample_every_samples = 0
+    conf.name = f'{dataset}_{variant}'
+    conf.base_dir = base_dir
+    conf.make_model_conf()
+    return conf
+
+
+def classifier_conf(ae, steps: int):
+    """The demo's attribute classifier on ``ae``'s z_sem at ``steps``."""
+    dataset = ae.name.split('_')[0]
+    conf = DATASETS[dataset].classifier()
+    for k, v in VARIANTS[ae.name[len(dataset) + 1:]].items():
+        setattr(conf, k, v)
+    conf.base_dir = ae.base_dir
+    conf.name = f'{ae.name}_cls_{steps}'
+    conf.latent_infer_path = os.path.join(ae.logdir, 'latent.pkl')
+    conf.pretrain = PretrainConfig('study', os.path.join(ae.logdir,
+                                                         'last.ckpt'))
+    return conf
+
+
+def headline(rec):
+    """The few numbers of a study record worth printing."""
+    z = rec['zsem_only']
+    out = {'steps': rec['steps'], 'variant': rec['variant'],
+           'kept': {k: round(v, 3) for k, v in z['kept'].items()},
+           'chance': {k: round(v, 3) for k, v in z['chance'].items()},
+           'spread_z': round(z['spread_across_z'], 4),
+           'spread_xT': round(z['spread_across_xT'], 4),
+           'recon_mse_inv': round(rec['recon_mse_inverted_xT'], 5),
+           'changed_at_1': {k: round(m['changed'].get(1.0, float('nan')), 3)
+                            for k, m in rec['manipulation'].items()}}
+    if 'probe_trained' in rec:
+        out['probe'] = round(rec['probe_trained']['mean'], 4)
+        out['probe_random'] = [round(r['mean'], 4)
+                               for r in rec['probe_random']]
+        out['probe_beats_all_splits'] = all(
+            t > max(r['mean_by_split'][i] for r in rec['probe_random'])
+            for i, t in enumerate(rec['probe_trained']['mean_by_split']))
+    return out

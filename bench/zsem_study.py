@@ -1,0 +1,139 @@
+"""Does z_sem carry the semantics at a small budget? One training recipe on
+one built-in dataset, measured at several step counts (issue #12's study).
+
+    python bench/zsem_study.py --dataset shapes --variant v --steps 600 1200
+
+For every step count: train the autoencoder (continuing the same run),
+infer z_sem of the dataset, train the demo's attribute classifier on it,
+then measure on the first --images images:
+
+- z_sem-only decoding from random x_T (evaluation.zsem_decoding_report):
+  which measured attributes stay, and the spread across z_sem vs x_T;
+- moving z_sem along the classifier directions with the inverted x_T
+  (evaluation.manipulation_change_rate): each colour / sky class from the
+  images without it, 'large' / 'high_horizon' from those without it;
+- inverted-x_T reconstruction MSE;
+- the linear probe of z_sem vs the same encoder at three random
+  initialisations (cached per dataset: the architecture is the same for
+  every recipe).
+
+One JSON line per step count is appended to --out (default
+outputs/study/<dataset>_<variant>.jsonl), with the CPU named. Runs go to
+checkpoints/study/<dataset>_<variant>; rerunning continues them.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import evaluation  # noqa: E402
+import hardware  # noqa: E402
+import study_recipes  # noqa: E402
+from experiment import train  # noqa: E402
+from experiment_classifier import ClsModel, train_cls  # noqa: E402
+from inference import DiffAE  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--dataset', default='shapes',
+                   choices=sorted(study_recipes.DATASETS))
+    p.add_argument('--variant', default='official',
+                   choices=sorted(study_recipes.VARIANTS))
+    p.add_argument('--steps', type=int, nargs='+', default=[1200])
+    p.add_argument('--images', type=int, default=64)
+    p.add_argument('--T', type=int, default=20)
+    p.add_argument('--seeds', type=int, default=4)
+    p.add_argument('--base-dir', default='checkpoints/study')
+    p.add_argument('--out', default=None)
+    p.add_argument('--no-probe', action='store_true')
+    args = p.parse_args(argv)
+    args.out = args.out or (f'outputs/study/{args.dataset}_'
+                            f'{args.variant}.jsonl')
+    return args
+
+
+def random_encoder_probes(ds, conf, data, base_dir, draws=3):
+    """Linear-probe results of ``draws`` randomly initialised encoders of
+    ``conf``'s architecture (cached in ``base_dir``)."""
+    path = os.path.join(base_dir, f'{ds.name}_random_encoder_probes.json')
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    loader = torch.utils.data.DataLoader(data, batch_size=250)
+    out = []
+    for seed in range(draws):
+        torch.manual_seed(seed)
+        model = conf.make_model_conf().make_model().eval()
+        with torch.no_grad():
+            z = torch.cat([model.encoder(b['img']) for b in loader])
+        out.append(evaluation.linear_probe(z, data.labels, ds.label_names))
+    os.makedirs(base_dir, exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(out, f)
+    return out
+
+
+def measure(args, ds, ae, cls_conf, data):
+    """Every number of one checkpoint (see the module docstring)."""
+    torch.manual_seed(0)
+    model = DiffAE.from_checkpoint(ae)
+    x = torch.stack([data[i]['img'] for i in range(args.images)])
+    rec = {'zsem_only': evaluation.zsem_decoding_report(
+        model, x, ds.read_attributes, T=args.T, seeds=args.seeds)}
+    cond = model.encode(x)
+    xT = model.encode_stochastic(x, cond, T=args.T)
+    inv = model.render(xT, cond, T=args.T)
+    rec['recon_mse_inverted_xT'] = (inv - (x + 1) / 2).square().mean().item()
+    cls = ClsModel.from_checkpoint(cls_conf)
+    rec['manipulation'] = {}
+    for attribute, label, target in ds.manipulations:
+        r = evaluation.manipulation_change_rate(
+            model, x, cond, xT, cls.direction(label), ds.read_attributes,
+            attribute, target, amounts=(0.5, 1.0), T=args.T,
+            normalize=cls.normalize, denormalize=cls.denormalize)
+        rec['manipulation'][label] = r
+    if not args.no_probe:
+        z = torch.load(os.path.join(ae.logdir, 'latent.pkl'),
+                       weights_only=True)['conds']
+        rec['probe_trained'] = evaluation.linear_probe(z, data.labels,
+                                                       ds.label_names)
+        rec['probe_random'] = random_encoder_probes(ds, ae, data,
+                                                    args.base_dir)
+    return rec
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_float32_matmul_precision('high')
+    ds = study_recipes.DATASETS[args.dataset]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    data = ds.attr_dataset()
+    for steps in args.steps:
+        t0 = time.time()
+        ae = study_recipes.autoencoder_conf(args.dataset, args.variant,
+                                            steps, args.base_dir)
+        train(ae, gpus=[0])
+        t_train = time.time() - t0
+        ae.eval_programs = ['infer']
+        train(ae, gpus=[0], mode='eval')
+        cls_conf = study_recipes.classifier_conf(ae, steps)
+        train_cls(cls_conf, gpus=[0])
+        rec = {'dataset': args.dataset, 'variant': args.variant,
+               'steps': steps, 'seconds_train_this_segment': t_train}
+        rec.update(measure(args, ds, ae, cls_conf, data))
+        rec['seconds_total_segment'] = time.time() - t0
+        rec['cpu'] = hardware.read_facts('cpu').describe()
+        with open(args.out, 'a') as f:
+            f.write(json.dumps(rec) + '\n')
+        print(json.dumps(study_recipes.headline(rec), indent=1), flush=True)
+
+
+if __name__ == '__main__':
+    main()
