@@ -14,6 +14,7 @@ from choices import (Activation, GenerativeType, LossType, ManipulateLossType,
                      ManipulateMode, ModelMeanType, ModelName, ModelType,
                      ModelVarType, OptimizerType, TrainMode)
 import dataset as D
+import scenes_data
 import shapes_data
 from config_base import BaseConfig
 from dataset_util import use_cached_dataset_path
@@ -43,6 +44,9 @@ data_paths = {
         'datasets/celeba_hq_light/celeba_light.txt'),
     # the built-in demo dataset, generated on first use
     'shapes': os.path.expanduser('datasets/shapes.lmdb'),
+    # the second built-in synthetic dataset (landscape scenes), also
+    # generated on first use
+    'scenes': os.path.expanduser('datasets/scenes.lmdb'),
 }
 
 
@@ -374,6 +378,10 @@ class TrainConfig(BaseConfig):
             return shapes_data.ShapesDataset(path=path,
                                              image_size=self.img_size,
                                              **kwargs)
+        if name == 'scenes':
+            return scenes_data.ScenesDataset(path=path,
+                                             image_size=self.img_size,
+                                             **kwargs)
         if name == 'imagefolder':
             if path is None:
                 raise ValueError(
@@ -388,7 +396,7 @@ class TrainConfig(BaseConfig):
         raise NotImplementedError(
             f"no dataset for data_name '{name}': use one of 'ffhqlmdb256', "
             "'celebalmdb', 'celebahq', 'horse256', 'bedroom256', 'shapes', "
-            "or 'imagefolder' with conf.data_dir")
+            "'scenes', or 'imagefolder' with conf.data_dir")
 
     def make_loader(self, dataset, shuffle: bool, num_worker: int = None,
                     drop_last: bool = True, batch_size: int = None,

@@ -19,6 +19,7 @@ CelebA-HQ     ``256-00000``      5      ``data_resize_celebahq.py``
 LSUN horse    ``256-0000000``    7      ``data_resize_horse.py``
 LSUN bedroom  ``256-0000000``    7      ``data_resize_bedroom.py``
 shapes        ``64-00000``       5      generated on first use
+scenes        ``64-00000``       5      generated on first use
 ============  =================  =====  =============================
 
 Errors: a missing dataset raises FileNotFoundError naming the path and the
@@ -31,7 +32,8 @@ that no image silently disappears from training. Images of any mode (RGBA,
 greyscale, palette, 16-bit) are converted to 8-bit RGB
 (:func:`dataset_util.to_rgb`).
 
-The built-in demo dataset (``shapes_data.py``) and the resumable training
+The built-in demo dataset (``shapes_data.py``), the second synthetic
+dataset of landscape scenes (``scenes_data.py``) and the resumable training
 order (``resumable_loader.py``) have modules of their own.
 """
 import csv
