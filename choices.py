@@ -43,6 +43,8 @@ class ManipulateMode(Enum):
     d2c_fewshot_allneg = 'd2cfewshotallneg'
     # the built-in demo dataset (coloured shapes with known attributes)
     shapes_all = 'shapes_all'
+    # the second built-in dataset (landscape scenes, scenes_data.py)
+    scenes_all = 'scenes_all'
 
     def is_celeba_attr(self):
         return self in (ManipulateMode.d2c_fewshot,

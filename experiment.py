@@ -373,6 +373,10 @@ class LitModel(pl.LightningModule):
             self.ema_model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint):
+        # what the decoder's output means (hyper_parameters leave enums
+        # out, as the reference does); a file without it predicts eps
+        checkpoint[validation.TARGET_KEY] = \
+            self.conf.beatgans_model_mean_type.value
         # RNG states, so that a resumed run continues the same random stream
         # (plain tensors and ints only: loadable with weights_only=True)
         name, keys, pos, has_gauss, gauss = np.random.get_state()

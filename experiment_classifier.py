@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import checkpoint_io
 import dataset
+import scenes_data
 import shapes_data
 import launcher
 from choices import ManipulateLossType, ManipulateMode
@@ -36,6 +37,8 @@ def attribute_names(mode: ManipulateMode, cls_name: Optional[str] = None):
         return list(dataset.CelebAttrDataset.id_to_cls)
     if mode == ManipulateMode.shapes_all:
         return list(shapes_data.ShapesAttrDataset.id_to_cls)
+    if mode == ManipulateMode.scenes_all:
+        return list(scenes_data.ScenesAttrDataset.id_to_cls)
     if mode.is_single_class():
         return [cls_name]
     raise NotImplementedError(mode)
@@ -141,6 +144,10 @@ class ClsModel(pl.LightningModule):
         if c.manipulate_mode == ManipulateMode.shapes_all:
             return shapes_data.ShapesAttrDataset(
                 path=c.data_dir or data_paths['shapes'],
+                image_size=c.img_size)
+        if c.manipulate_mode == ManipulateMode.scenes_all:
+            return scenes_data.ScenesAttrDataset(
+                path=c.data_dir or data_paths['scenes'],
                 image_size=c.img_size)
         if c.manipulate_mode == ManipulateMode.d2c_fewshot:
             return dataset.CelebD2CAttrFewshotDataset(

@@ -23,6 +23,7 @@ from torch import nn
 
 import checkpoint_io
 import renderer
+import validation
 from config import TrainConfig
 from diffusion import Sampler
 
@@ -106,6 +107,7 @@ class DiffAE:
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         weights = DiffAEWeights(conf)
         state = checkpoint_io.load_checkpoint(path, map_location=map_location)
+        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
         # what this template uses of the file: a latent model's checkpoint
         # also serves as a plain autoencoder (its latent net and statistics
         # are then left out), as the official pretrain does

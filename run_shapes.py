@@ -14,6 +14,7 @@ Every stage resumes from its last checkpoint; rerunning skips finished
 stages. ``--quick`` runs a few steps of each (a smoke test).
 """
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -245,6 +246,44 @@ def manipulation_report(args, lit, cls, cond, xT, summary):
     }
 
 
+def zsem_report(args, lit, cls, data, summary):
+    """Does z_sem carry what the image is? Decode it from random x_T
+    (several draws) and read the attributes back from the pixels; move it
+    along the classifier directions (inverted x_T) and count the images
+    that change (evaluation.zsem_decoding_report /
+    manipulation_change_rate). T is at most 20 here (hundreds of decodes).
+    """
+    n, T = (16, min(args.T, 10)) if args.quick else (64, min(args.T, 20))
+    n = min(n, len(data))
+    x = torch.stack([data[i]['img'] for i in range(n)])
+    read = functools.partial(shapes_data.shape_attribute_classes,
+                             value_range=(0, 1))
+    report = evaluation.zsem_decoding_report(lit, x, read, T=T,
+                                             seeds=2 if args.quick else 4)
+    summary['zsem_only_decoding'] = report
+    # the grid: one row per image, its decodes from the draws of x_T
+    rows = [(x[:8] + 1) / 2]
+    for k in range(min(report['seeds'], 4)):
+        g = torch.Generator().manual_seed(k)
+        noise = torch.randn((1, *x.shape[1:]), generator=g).expand(8, -1, -1,
+                                                                   -1)
+        rows.append(lit.render(noise, lit.encode(x[:8]), T=T))
+    save_labelled_grid(
+        f'{args.out}/zsem_only.png', [torch.stack(r) for r in zip(*rows)],
+        [f'image {i + 1}' for i in range(8)],
+        ['input'] + [f'x_T draw {k + 1}' for k in range(len(rows) - 1)],
+        title=f'z_sem from random x_T (T={T}), one x_T per column')
+    cond = lit.encode(x)
+    xT = lit.encode_stochastic(x, cond, T=T)
+    changed = {}
+    for attribute, label, target in shapes_data.SHAPE_MANIPULATIONS:
+        changed[label] = evaluation.manipulation_change_rate(
+            lit, x, cond, xT, cls.direction(label), read, attribute, target,
+            amounts=(0.5, 1.0), T=T, normalize=cls.normalize,
+            denormalize=cls.denormalize)
+    summary['manipulation_change_rate'] = changed
+
+
 def probe_report(args, lit, lat_conf, data, summary):
     """Linear probe of z_sem: the trained encoder vs the same architecture
     at random initialisation (random conv features are a strong baseline
@@ -284,6 +323,7 @@ def report(args, summary):
     cls_conf = configure(shapes32_autoenc_cls(), args)
     cls = ClsModel.from_checkpoint(cls_conf)
     manipulation_report(args, lit, cls, cond, xT, summary)
+    zsem_report(args, lit, cls, data, summary)
     probe_report(args, lit, lat_conf, data, summary)
     summary['seconds_report'] = time.time() - t0
     summary['cpu'] = hardware.read_facts('cpu').describe()

@@ -492,10 +492,15 @@ def scene_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
     }
 
 
+# (attribute of scene_attribute_classes, classifier label, target class):
+# each sky, and the horizon height
+SCENE_MANIPULATIONS = ([('sky', c, i) for i, c in enumerate(SCENE_SKIES)]
+                       + [('high_horizon', 'high_horizon', 1)])
+
 __all__ = [
     'ScenesDataset', 'ScenesAttrDataset', 'make_scenes_lmdb',
     'render_scene', 'sample_scene_attributes', 'scene_labels',
     'scene_attribute_scores', 'scene_attribute_classes', 'read_scenes_meta',
     'SCENE_SKIES', 'SCENE_GROUNDS', 'SCENE_LABELS', 'SUN_COLOR',
-    'SUN_RADIUS', 'SCENES_DEFAULT_COUNT',
+    'SUN_RADIUS', 'SCENES_DEFAULT_COUNT', 'SCENE_MANIPULATIONS',
 ]

@@ -406,10 +406,15 @@ def shape_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
     return out
 
 
+# what the demo moves z_sem to, and how it reads the result back:
+# (attribute of shape_attribute_classes, classifier label, target class)
+SHAPE_MANIPULATIONS = ([('color', c, i) for i, c in enumerate(SHAPE_COLORS)]
+                       + [('large', 'large', 1)])
+
 __all__ = [
     'ShapesDataset', 'ShapesAttrDataset', 'make_shapes_lmdb',
     'render_shape', 'sample_shape_attributes', 'shape_labels',
     'shape_attribute_scores', 'shape_attribute_classes', 'read_shapes_meta',
-    'SHAPES', 'SHAPE_COLORS',
+    'SHAPES', 'SHAPE_COLORS', 'SHAPE_MANIPULATIONS',
     'SHAPE_BACKGROUNDS', 'SHAPE_LABELS', 'SHAPES_DEFAULT_COUNT',
 ]

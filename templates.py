@@ -335,6 +335,16 @@ def shapes32_autoenc():
     return conf
 
 
+def scenes32_autoenc():
+    """The demo's autoencoder on the second built-in dataset, 32x32
+    landscape scenes (scenes_data.py; sky, ground, horizon, sun)."""
+    conf = shapes32_autoenc()
+    conf.data_name = 'scenes'
+    conf.name = 'scenes32_autoenc'
+    conf.make_model_conf()
+    return conf
+
+
 TEMPLATES = [
     'ddpm', 'autoenc_base', 'ffhq64_ddpm', 'ffhq64_autoenc',
     'celeba64d2c_ddpm', 'celeba64d2c_autoenc', 'ffhq128_ddpm',
@@ -344,7 +354,7 @@ TEMPLATES = [
     'bedroom128_ddpm', 'bedroom128_autoenc', 'pretrain_celeba64d2c_72M',
     'pretrain_ffhq128_autoenc72M', 'pretrain_ffhq128_autoenc130M',
     'pretrain_ffhq256_autoenc', 'pretrain_horse128', 'pretrain_bedroom128',
-    'shapes32_autoenc', 'pretrain_shapes32'
+    'shapes32_autoenc', 'pretrain_shapes32', 'scenes32_autoenc'
 ]
 
 __all__ = TEMPLATES + list(_LAZY) + [

@@ -5,7 +5,8 @@
 import templates
 from choices import ManipulateMode, TrainMode
 from config import PretrainConfig
-from templates import ffhq128_autoenc_130M, ffhq256_autoenc, shapes32_autoenc
+from templates import (ffhq128_autoenc_130M, ffhq256_autoenc, scenes32_autoenc,
+                       shapes32_autoenc)
 
 
 def __getattr__(name):
@@ -55,7 +56,20 @@ def shapes32_autoenc_cls():
     return conf
 
 
+def scenes32_autoenc_cls():
+    """The attribute classifier of the scenes autoencoder (10 labels)."""
+    conf = shapes32_autoenc_cls()
+    source = scenes32_autoenc()
+    conf.data_name = source.data_name
+    conf.latent_infer_path = f'checkpoints/{source.name}/latent.pkl'
+    conf.pretrain = PretrainConfig('demo',
+                                   f'checkpoints/{source.name}/last.ckpt')
+    conf.manipulate_mode = ManipulateMode.scenes_all
+    conf.name = 'scenes32_autoenc_cls'
+    return conf
+
+
 CLS_TEMPLATES = ['ffhq128_autoenc_cls', 'ffhq256_autoenc_cls',
-                 'shapes32_autoenc_cls']
+                 'shapes32_autoenc_cls', 'scenes32_autoenc_cls']
 
 __all__ = list(templates.__all__) + CLS_TEMPLATES + ['ClsModel', 'train_cls']

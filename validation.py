@@ -13,7 +13,12 @@ HPARAM_FIELDS = ('T', 'beta_scheduler', 'latent_beta_scheduler', 'img_size',
                  'net_attn', 'net_num_res_blocks', 'net_enc_num_res_blocks',
                  'net_beatgans_attn_head', 'net_beatgans_embed_channels',
                  'diffusion_type', 'T_sampler', 'latent_znormalize',
-                 'net_latent_layers', 'net_latent_num_hid_channels')
+                 'net_latent_layers', 'net_latent_num_hid_channels',
+                 'loss_weighting')
+# checkpoint key naming what the decoder predicts (conf.beatgans_model_
+# mean_type's value); official and older files lack it and predict 'eps'.
+# Reading the outputs as another quantity would decode garbage: an error.
+TARGET_KEY = 'prediction_target'
 
 
 def _positive_int(conf, field, errors):
@@ -81,6 +86,15 @@ def warn_if_hparams_differ(state_or_path, conf, source=None):
                                                       mmap=True)
     saved = state_or_path.get('hyper_parameters') or {}
     diffs = hparams_differences(saved, conf)
+    trained = state_or_path.get(TARGET_KEY, 'eps')
+    wanted = conf.beatgans_model_mean_type.value
+    if trained != wanted:
+        raise ValueError(
+            f'{source} holds a decoder trained to predict {trained!r}, but '
+            f'conf {conf.name!r} predicts {wanted!r} '
+            '(conf.beatgans_model_mean_type): its outputs would be read as '
+            'the wrong quantity. Use the template it was trained with, or '
+            'move its run folder away to train afresh.')
     if diffs:
         lines = '\n'.join(f'  {f}: checkpoint {a!r}, config {b!r}'
                           for f, a, b in diffs)

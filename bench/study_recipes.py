@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
+import scenes_data
 import shapes_data
 import templates
 import templates_cls
@@ -23,6 +24,10 @@ VARIANTS = {
     'v': {'beatgans_model_mean_type': ModelMeanType.v},
     'v_min_snr': {'beatgans_model_mean_type': ModelMeanType.v,
                   'loss_weighting': 'min_snr'},
+    'v_high_noise': {'beatgans_model_mean_type': ModelMeanType.v,
+                     'T_sampler': 'high_noise'},
+    'x0_high_noise': {'beatgans_model_mean_type': ModelMeanType.start_x,
+                      'T_sampler': 'high_noise'},
 }
 
 
@@ -46,8 +51,15 @@ DATASETS = {
         functools.partial(shapes_data.shape_attribute_classes,
                           value_range=(0, 1)),
         list(shapes_data.SHAPE_LABELS),
-        [('color', c, i) for i, c in enumerate(shapes_data.SHAPE_COLORS)]
-        + [('large', 'large', 1)]),
+        shapes_data.SHAPE_MANIPULATIONS),
+    'scenes': StudyDataset(
+        'scenes', templates.scenes32_autoenc,
+        templates_cls.scenes32_autoenc_cls,
+        lambda: scenes_data.ScenesAttrDataset(image_size=32),
+        functools.partial(scenes_data.scene_attribute_classes,
+                          value_range=(0, 1)),
+        list(scenes_data.SCENE_LABELS),
+        scenes_data.SCENE_MANIPULATIONS),
 }
 
 

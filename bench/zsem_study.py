@@ -80,6 +80,34 @@ def random_encoder_probes(ds, conf, data, base_dir, draws=3):
     return out
 
 
+@torch.no_grad()
+def loss_gain_by_noise(model, conf, x, buckets=10, seed=0):
+    """How much the right z_sem lowers the training loss at each noise
+    level: the loss with each image's own z_sem vs with another image's
+    (rolled by one), at ``buckets`` evenly spaced timesteps. Reported in
+    the recipe's own objective ('loss', what the gradients follow) and as
+    the x_0 error of the prediction (comparable across recipes)."""
+    sampler = conf.make_diffusion_conf().make_sampler()
+    net = model.ema_model
+    z = model.encode(x)
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for b in range(buckets):
+        t = torch.full((len(x), ), int((b + 0.5) * conf.T / buckets))
+        noise = torch.randn(x.shape, generator=g)
+        row = {'t': int(t[0]),
+               'snr': float(sampler.alphas_cumprod[t[0]]
+                            / (1 - sampler.alphas_cumprod[t[0]]))}
+        for name, c in (('own', z), ('other', z.roll(1, 0))):
+            out = sampler.training_losses(net, x, t, model_kwargs={
+                'cond': c}, noise=noise)
+            row[f'loss_{name}_z'] = out['loss'].mean().item()
+            row[f'x0_mse_{name}_z'] = (out['pred_xstart'].clamp(-1, 1)
+                                       - x).square().mean().item()
+        rows.append(row)
+    return rows
+
+
 def measure(args, ds, ae, cls_conf, data):
     """Every number of one checkpoint (see the module docstring)."""
     torch.manual_seed(0)
@@ -91,6 +119,7 @@ def measure(args, ds, ae, cls_conf, data):
     xT = model.encode_stochastic(x, cond, T=args.T)
     inv = model.render(xT, cond, T=args.T)
     rec['recon_mse_inverted_xT'] = (inv - (x + 1) / 2).square().mean().item()
+    rec['loss_gain_by_noise'] = loss_gain_by_noise(model, ae, x)
     cls = ClsModel.from_checkpoint(cls_conf)
     rec['manipulation'] = {}
     for attribute, label, target in ds.manipulations:

@@ -38,7 +38,9 @@ def make_demo_tree(root, num_images=8, seed=0):
     _perturb(ae.model, g)
     ae.ema_model.load_state_dict(ae.model.state_dict())
     os.makedirs(ae_conf.logdir, exist_ok=True)
-    torch.save({'state_dict': ae.state_dict()},
+    # (what the decoder predicts, as LitModel.on_save_checkpoint records)
+    target = ae_conf.beatgans_model_mean_type.value
+    torch.save({'state_dict': ae.state_dict(), 'prediction_target': target},
                os.path.join(ae_conf.logdir, 'last.ckpt'))
 
     # z_sem statistics, as the 'infer' program writes them
@@ -56,7 +58,7 @@ def make_demo_tree(root, num_images=8, seed=0):
     _perturb(lat.model.latent_net, g)
     lat.ema_model.load_state_dict(lat.model.state_dict())
     os.makedirs(lat_conf.logdir, exist_ok=True)
-    torch.save({'state_dict': lat.state_dict()},
+    torch.save({'state_dict': lat.state_dict(), 'prediction_target': target},
                os.path.join(lat_conf.logdir, 'last.ckpt'))
 
     cls_conf = shapes32_autoenc_cls()

@@ -85,6 +85,8 @@ def test_resume_is_exact_at_epoch_ends_epoch_starts_and_mid_epoch(
     state = checkpoint_io.load_checkpoint(os.path.join(logdir, 'last.ckpt'))
     assert state['global_step'] == steps
     assert state['epoch'] == 1                       # not one epoch ahead
+    # what the decoder predicts travels with the weights
+    assert state['prediction_target'] == 'eps'
 
 
 # ---------------------------------------------------------------------------

@@ -227,3 +227,27 @@ def test_official_templates_keep_the_official_recipe():
         assert conf.T_sampler == 'uniform', name
         assert conf.beatgans_model_mean_type == ModelMeanType.eps, name
         assert isinstance(conf.make_T_sampler(), UniformSampler), name
+
+
+def test_a_checkpoint_of_another_prediction_target_is_refused():
+    import validation
+    eps = shapes32_autoenc()
+    eps.beatgans_model_mean_type = ModelMeanType.eps
+    state = {'hyper_parameters': eps.as_dict_jsonable()}
+    v = shapes32_autoenc()
+    v.beatgans_model_mean_type = ModelMeanType.v
+    # (an official or older checkpoint has no prediction_target: eps)
+    with pytest.raises(ValueError, match=r"old\.ckpt holds a decoder trained "
+                       r"to predict 'eps', but conf 'shapes32_autoenc' "
+                       r"predicts 'v' \(conf\.beatgans_model_mean_type\)"):
+        validation.warn_if_hparams_differ(state, v, 'checkpoint old.ckpt')
+    state_v = dict(state, prediction_target='v')
+    assert validation.warn_if_hparams_differ(state_v, v, 'new.ckpt') == []
+    with pytest.raises(ValueError, match="predict 'v'"):
+        validation.warn_if_hparams_differ(state_v, eps, 'new.ckpt')
+    # another loss weighting only warns (the weights still mean eps)
+    w = shapes32_autoenc()
+    w.beatgans_model_mean_type = ModelMeanType.eps
+    w.loss_weighting = 'min_snr'
+    with pytest.warns(UserWarning, match="loss_weighting: checkpoint 'none'"):
+        validation.warn_if_hparams_differ(state, w, 'checkpoint old.ckpt')
