@@ -1,4 +1,4 @@
-"""The built-in demo, end to end on a CPU (about 10-15 minutes on 2 cores):
+"""The built-in demo, end to end on a CPU (about 14 minutes on 2 cores):
 
 1. train the diffusion autoencoder on 32x32 coloured shapes (the dataset is
    generated on first use as an LMDB in the official format);
@@ -6,9 +6,11 @@
 3. train the latent DPM on it;
 4. train the linear attribute classifier on z_sem;
 5. write PNG grids to outputs/shapes32/: reconstructions (inverted vs
-   random x_T), unconditional samples, an interpolation, an attribute
-   manipulation; and summary.json with the measured numbers (reconstruction
-   MSE, manipulation effect, linear-probe AUROC vs a random encoder).
+   random x_T), z_sem decoded from random x_T, unconditional samples, an
+   interpolation, an attribute manipulation; and summary.json with the
+   measured numbers (reconstruction MSE, what z_sem-only decoding keeps,
+   manipulation effect and change rates, linear-probe AUROC vs random
+   encoders).
 
 Every stage resumes from its last checkpoint; rerunning skips finished
 stages. ``--quick`` runs a few steps of each (a smoke test).
@@ -57,7 +59,7 @@ def parse_args(argv=None):
                    '(default 50, with --quick 10)')
     p.add_argument('--steps', type=int, default=None,
                    help='autoencoder training steps (default: the '
-                   "template's 2400, about 9 minutes on 2 cores); a finished "
+                   "template's 3000, about 11 minutes on 2 cores); a finished "
                    'run continues from its checkpoint to the new count')
     p.add_argument('--attribute', default='large',
                    help='attribute to manipulate (see ShapesAttrDataset)')

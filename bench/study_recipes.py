@@ -1,7 +1,8 @@
 """The recipes and datasets of the z_sem study (bench/zsem_study.py).
 
-A recipe is a set of config overrides on the dataset's demo template; the
-official recipe is no override at all.
+A recipe is a set of config overrides on the official recipe (eps
+prediction, plain MSE, uniform timesteps, linear schedule), applied to the
+dataset's demo template (whose own recipe is the study's winner).
 """
 import functools
 import os
@@ -15,6 +16,12 @@ import templates_cls
 from choices import ModelMeanType
 from config import PretrainConfig
 
+OFFICIAL_RECIPE = {
+    'beatgans_model_mean_type': ModelMeanType.eps,
+    'loss_weighting': 'none',
+    'T_sampler': 'uniform',
+    'beta_scheduler': 'linear',
+}
 VARIANTS = {
     'official': {},
     'p2': {'loss_weighting': 'p2'},
@@ -28,6 +35,10 @@ VARIANTS = {
                      'T_sampler': 'high_noise'},
     'x0_high_noise': {'beatgans_model_mean_type': ModelMeanType.start_x,
                       'T_sampler': 'high_noise'},
+    # the cosine schedule spends fewer steps at near-pure noise (for small
+    # images the linear one reaches it early)
+    'x0_cosine': {'beatgans_model_mean_type': ModelMeanType.start_x,
+                  'beta_scheduler': 'cosine'},
 }
 
 
@@ -67,7 +78,7 @@ def autoencoder_conf(dataset: str, variant: str, steps: int, base_dir: str):
     """The dataset's demo autoencoder with the recipe's overrides, trained
     for ``steps`` steps in ``<base_dir>/<dataset>_<variant>``."""
     conf = DATASETS[dataset].autoenc()
-    for k, v in VARIANTS[variant].items():
+    for k, v in {**OFFICIAL_RECIPE, **VARIANTS[variant]}.items():
         setattr(conf, k, v)
     conf.total_samples = conf.batch_size * steps
     conf.sample_every_samples = 0
@@ -81,7 +92,8 @@ def classifier_conf(ae, steps: int):
     """The demo's attribute classifier on ``ae``'s z_sem at ``steps``."""
     dataset = ae.name.split('_')[0]
     conf = DATASETS[dataset].classifier()
-    for k, v in VARIANTS[ae.name[len(dataset) + 1:]].items():
+    variant = ae.name[len(dataset) + 1:]
+    for k, v in {**OFFICIAL_RECIPE, **VARIANTS[variant]}.items():
         setattr(conf, k, v)
     conf.base_dir = ae.base_dir
     conf.name = f'{ae.name}_cls_{steps}'
