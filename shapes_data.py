@@ -3,19 +3,14 @@ image, with known attributes (shape type, colour, size, position,
 background), generated deterministically into an LMDB in the official
 format on first use; and the measurer that reads those attributes back
 from rendered pixels (how the demo judges manipulation and decoding)."""
-import json
 import os
-import shutil
-import tempfile
 from typing import Dict, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from dataset import _build_transform, _LMDBImages
-from dataset_util import LMDBFormatError, ReadonlyLMDB
-from lmdb_writer import LMDBImageWriter, encode_image
+from generated_data import (GeneratedAttrDataset, GeneratedLMDBDataset,
+                            read_generated_meta, write_generated_lmdb)
 
 SHAPES = ('circle', 'square', 'triangle')
 # saturated colours that stand out on both backgrounds
@@ -150,9 +145,6 @@ def make_shapes_lmdb(path, num_images: int = SHAPES_DEFAULT_COUNT,
     folder and renamed into place; FileExistsError if ``path`` exists
     (unless ``overwrite``).
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"'{path}' already exists")
     attrs = sample_shape_attributes(num_images, seed)
     meta = {
         'format': _SHAPES_FORMAT, 'version': 1, 'seed': seed,
@@ -163,59 +155,23 @@ def make_shapes_lmdb(path, num_images: int = SHAPES_DEFAULT_COUNT,
         'large_threshold': SHAPE_LARGE_THRESHOLD, 'labels': SHAPE_LABELS,
         'records': attrs,
     }
-    with LMDBImageWriter(path, format='png', zfill=5,
-                         key_prefix=str(size)) as writer:
-        batch = []
-        for i in range(num_images):
-            arr = render_shape(attrs['shape'][i], attrs['color'][i],
-                               attrs['background'][i], attrs['size'][i],
-                               attrs['x'][i], attrs['y'][i], size)
-            batch.append(encode_image(Image.fromarray(arr), 'png'))
-            if len(batch) == 500:
-                writer.put_bytes(batch)
-                batch = []
-        writer.put_bytes(batch)
-        writer.put_meta('attributes', json.dumps(meta).encode('utf-8'))
-    return path
 
+    def render(i):
+        return render_shape(attrs['shape'][i], attrs['color'][i],
+                            attrs['background'][i], attrs['size'][i],
+                            attrs['x'][i], attrs['y'][i], size)
 
-def _ensure_shapes_lmdb(path, num_images, seed):
-    """Generate the dataset at ``path`` unless it is there. Each process
-    writes its own temporary copy and renames it into place; when another
-    process got there first its (identical) copy is kept."""
-    if os.path.exists(path):
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent,
-                           prefix=os.path.basename(path) + '.gen-')
-    try:
-        made = make_shapes_lmdb(os.path.join(tmp, 'shapes.lmdb'), num_images,
-                                seed=seed)
-        try:
-            os.rename(made, path)
-        except OSError:
-            if not os.path.isdir(path):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return write_generated_lmdb(path, meta, render, overwrite)
 
 
 def read_shapes_meta(path) -> Dict:
     """The ``attributes`` record of a shapes LMDB."""
-    db = ReadonlyLMDB(path)
-    raw = db.get('attributes')
-    if raw is None:
-        raise LMDBFormatError(
-            f"'{path}' is not a shapes LMDB: it has no 'attributes' key "
-            f'(found {db.describe_keys()}); delete it to regenerate')
-    meta = json.loads(raw.decode('utf-8'))
-    if meta.get('format') != _SHAPES_FORMAT:
-        raise LMDBFormatError(f"'{path}': unknown attributes format")
-    return meta
+    return read_generated_meta(
+        path, _SHAPES_FORMAT, 'shapes',
+        format_error=f"'{path}': unknown attributes format")
 
 
-class ShapesDataset(_LMDBImages):
+class ShapesDataset(GeneratedLMDBDataset):
     """The built-in demo dataset: one coloured shape on a plain background.
 
     Generated on first use at ``path`` (a few seconds; see
@@ -226,49 +182,16 @@ class ShapesDataset(_LMDBImages):
     the shape fits. Stored at 64x64; Resize + CenterCrop to
     ``image_size``.
 
-    Args:
-        num_images / seed: used when generating (default 4000 / 0); when
-            given and the LMDB at ``path`` was made with other values, a
-            ValueError says so (delete it or use another path).
-        do_augment: horizontal flips -- off by default, since flipping
-            breaks the 'left' attribute.
-
-    ``.attributes`` holds the per-image records, ``.meta`` the whole
-    ``attributes`` record.
+    ``num_images`` / ``seed`` (default 4000 / 0), ``.attributes`` and
+    ``.meta``: see :class:`~generated_data.GeneratedLMDBDataset`.
+    ``do_augment`` (horizontal flips) is off by default, since flipping
+    breaks the 'left' attribute.
     """
 
-    def __init__(self, path=os.path.expanduser('datasets/shapes.lmdb'),
-                 image_size=32, num_images: int = None, seed: int = None,
-                 do_augment: bool = False, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        path = os.fspath(path)
-        self.image_size = image_size
-        _ensure_shapes_lmdb(
-            path, SHAPES_DEFAULT_COUNT if num_images is None else num_images,
-            0 if seed is None else seed)
-        self.meta = read_shapes_meta(path)
-        wanted = {'num_images': num_images, 'seed': seed}
-        for k, v in wanted.items():
-            if v is not None and self.meta[k] != v:
-                raise ValueError(
-                    f"'{path}' holds shapes made with {k}={self.meta[k]}, "
-                    f'not {v}; delete it to regenerate or use another path')
-        self._open(path, self.meta['resolution'], 5, None)
-        self.attributes = self.meta['records']
-        self.transform = _build_transform(image_size, 'center',
-                                          flip=do_augment,
-                                          to_tensor=do_transform,
-                                          normalize=do_normalize)
-
-
-class ShapesAttrDataset(ShapesDataset):
-    """:class:`ShapesDataset` with binary labels, like the CelebA attribute
-    datasets: items carry ``'labels'`` (K,) int64 of +1 / -1 in
-    ``id_to_cls`` order; ``.labels`` is the (N, K) tensor of all of them
-    (no image decoding)."""
-
-    id_to_cls = SHAPE_LABELS
-    cls_to_id = {v: k for k, v in enumerate(id_to_cls)}
+    name = 'shapes'
+    default_count = SHAPES_DEFAULT_COUNT
+    make_lmdb = staticmethod(make_shapes_lmdb)
+    read_meta = staticmethod(read_shapes_meta)
 
     def __init__(self, path=os.path.expanduser('datasets/shapes.lmdb'),
                  image_size=32, num_images: int = None, seed: int = None,
@@ -276,18 +199,14 @@ class ShapesAttrDataset(ShapesDataset):
                  do_normalize: bool = True, **kwargs):
         super().__init__(path, image_size, num_images, seed, do_augment,
                          do_transform, do_normalize, **kwargs)
-        self.labels = shape_labels(self.attributes)
 
-    def pos_count(self, cls_name):
-        return int((self.labels[:, self.cls_to_id[cls_name]] == 1).sum())
 
-    def neg_count(self, cls_name):
-        return int((self.labels[:, self.cls_to_id[cls_name]] == -1).sum())
+class ShapesAttrDataset(ShapesDataset, GeneratedAttrDataset):
+    """:class:`ShapesDataset` with binary labels in ``id_to_cls`` order
+    (SHAPE_LABELS; see :class:`~generated_data.GeneratedAttrDataset`)."""
 
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        item['labels'] = self.labels[item['index']]
-        return item
+    id_to_cls = SHAPE_LABELS
+    label_fn = staticmethod(shape_labels)
 
 
 # prototypes for measuring: the fill ratio (area / bounding box) of each

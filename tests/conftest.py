@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import lmdb
 import pytest
 import torch
 
@@ -112,3 +113,39 @@ def shapes_lmdb(tmp_path_factory):
     path = tmp_path_factory.mktemp('data') / 'shapes.lmdb'
     shapes_data.make_shapes_lmdb(str(path), num_images=40)
     return str(path)
+
+
+def lmdb_items(path) -> dict:
+    """Every key and value of an LMDB, as bytes."""
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        out = {bytes(k): bytes(v) for k, v in txn.cursor()}
+    env.close()
+    return out
+
+
+def check_deterministic_lmdb(make, tmp_path):
+    """A generated dataset's ``make(path, num_images=, seed=)``
+    (make_shapes_lmdb, make_scenes_lmdb): the same arguments give the same
+    bytes, another seed other images and attributes; 40 images under
+    ``64-00000`` .. ``64-00039``; an existing path is refused."""
+    a = make(tmp_path / 'a.lmdb', num_images=40, seed=3)
+    b = make(tmp_path / 'b.lmdb', num_images=40, seed=3)
+    c = make(tmp_path / 'c.lmdb', num_images=40, seed=4)
+    ia, ib, ic = lmdb_items(a), lmdb_items(b), lmdb_items(c)
+    assert ia == ib
+    assert ia[b'64-00000'] != ic[b'64-00000']
+    assert ia[b'attributes'] != ic[b'attributes']
+    assert ia[b'length'] == b'40'
+    assert sorted(k for k in ia if k.startswith(b'64-'))[-1] == b'64-00039'
+    with pytest.raises(FileExistsError):
+        make(tmp_path / 'a.lmdb', num_images=40)
+
+
+def attr_dataset_and_images(dataset_cls, path, num_images):
+    """A generated attribute dataset (ShapesAttrDataset, ScenesAttrDataset)
+    of ``num_images`` at ``path``, read at 32x32, and all its images
+    stacked."""
+    ds = dataset_cls(str(path), image_size=32, num_images=num_images)
+    imgs = torch.stack([ds[i]['img'] for i in range(len(ds))])
+    return ds, imgs

@@ -1,6 +1,5 @@
 """The built-in scenes dataset: generation, labels, measuring, errors and
 the config hook."""
-import lmdb
 import numpy as np
 import pytest
 import torch
@@ -8,6 +7,7 @@ import torch
 import scenes_data as S
 import shapes_data
 import templates
+from conftest import attr_dataset_and_images, check_deterministic_lmdb
 from dataset_util import LMDBFormatError
 from lmdb_writer import LMDBImageWriter
 
@@ -19,35 +19,15 @@ MIN_AGREEMENT = {name: 1.0 for name in S.SCENE_LABELS}
 MIN_AGREEMENT['high_horizon'] = 0.99
 
 
-def _items(path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        out = {bytes(k): bytes(v) for k, v in txn.cursor()}
-    env.close()
-    return out
-
-
 @pytest.fixture(scope='module')
 def scenes(tmp_path_factory):
     """200 images at the default resolution, read at 32x32."""
     path = tmp_path_factory.mktemp('scenes') / 'scenes.lmdb'
-    ds = S.ScenesAttrDataset(str(path), image_size=32, num_images=200)
-    imgs = torch.stack([ds[i]['img'] for i in range(len(ds))])
-    return ds, imgs
+    return attr_dataset_and_images(S.ScenesAttrDataset, path, 200)
 
 
 def test_deterministic_bytes(tmp_path):
-    a = S.make_scenes_lmdb(tmp_path / 'a.lmdb', num_images=40, seed=3)
-    b = S.make_scenes_lmdb(tmp_path / 'b.lmdb', num_images=40, seed=3)
-    c = S.make_scenes_lmdb(tmp_path / 'c.lmdb', num_images=40, seed=4)
-    ia, ib, ic = _items(a), _items(b), _items(c)
-    assert ia == ib
-    assert ia[b'64-00000'] != ic[b'64-00000']
-    assert ia[b'attributes'] != ic[b'attributes']
-    assert ia[b'length'] == b'40'
-    assert sorted(k for k in ia if k.startswith(b'64-'))[-1] == b'64-00039'
-    with pytest.raises(FileExistsError):
-        S.make_scenes_lmdb(tmp_path / 'a.lmdb', num_images=40)
+    check_deterministic_lmdb(S.make_scenes_lmdb, tmp_path)
 
 
 def test_attributes_and_labels(scenes):

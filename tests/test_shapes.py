@@ -2,42 +2,25 @@
 import multiprocessing
 import os
 
-import lmdb
 import numpy as np
 import pytest
 import torch
 
+import scenes_data
 import shapes_data as S
-
-
-def _items(path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        out = {bytes(k): bytes(v) for k, v in txn.cursor()}
-    env.close()
-    return out
+from conftest import attr_dataset_and_images, check_deterministic_lmdb
+from dataset_util import LMDBFormatError
 
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
     """300 images at the default resolution, read at 32x32."""
     path = tmp_path_factory.mktemp('shapes') / 'shapes.lmdb'
-    ds = S.ShapesAttrDataset(str(path), image_size=32, num_images=300)
-    imgs = torch.stack([ds[i]['img'] for i in range(len(ds))])
-    return ds, imgs
+    return attr_dataset_and_images(S.ShapesAttrDataset, path, 300)
 
 
 def test_deterministic_bytes(tmp_path):
-    a = S.make_shapes_lmdb(tmp_path / 'a.lmdb', num_images=40, seed=3)
-    b = S.make_shapes_lmdb(tmp_path / 'b.lmdb', num_images=40, seed=3)
-    c = S.make_shapes_lmdb(tmp_path / 'c.lmdb', num_images=40, seed=4)
-    ia, ib, ic = _items(a), _items(b), _items(c)
-    assert ia == ib
-    assert ia[b'64-00000'] != ic[b'64-00000']
-    assert ia[b'length'] == b'40'
-    assert sorted(k for k in ia if k.startswith(b'64-'))[-1] == b'64-00039'
-    with pytest.raises(FileExistsError):
-        S.make_shapes_lmdb(tmp_path / 'a.lmdb', num_images=40)
+    check_deterministic_lmdb(S.make_shapes_lmdb, tmp_path)
 
 
 def test_attributes_recorded(shapes):
@@ -139,6 +122,15 @@ def test_generated_on_first_use_and_reused(tmp_path):
         S.ShapesDataset(str(path), image_size=16, num_images=30)
 
 
+def test_another_generated_format_is_refused(tmp_path):
+    path = tmp_path / 'scenes.lmdb'
+    scenes_data.make_scenes_lmdb(str(path), num_images=4)
+    with pytest.raises(LMDBFormatError,
+                       match='unknown attributes format') as e:
+        S.ShapesDataset(str(path), image_size=16)
+    assert str(path) in str(e.value)
+
+
 def _make(path):
     S.ShapesDataset(path, image_size=16, num_images=50)
 
@@ -184,3 +176,4 @@ def test_demo_retrains_stages_whose_latents_were_reinferred(tmp_path):
     (run / 'last.ckpt').write_bytes(b'new')
     run_shapes.set_aside_if_stale(str(run), str(latents))
     assert (run / 'last.ckpt').read_bytes() == b'new'
+
