@@ -94,7 +94,7 @@ def warn_if_hparams_differ(state_or_path, conf, source=None):
             f'conf {conf.name!r} predicts {wanted!r} '
             '(conf.beatgans_model_mean_type): its outputs would be read as '
             'the wrong quantity. Use the template it was trained with, or '
-            'move its run folder away to train afresh.')
+            f'move the run folder ({conf.logdir}) away to train afresh.')
     if diffs:
         lines = '\n'.join(f'  {f}: checkpoint {a!r}, config {b!r}'
                           for f, a, b in diffs)
