@@ -413,7 +413,8 @@ def _render_batched(model, noise, cond, T, batch_size):
 def zsem_decoding_report(model, images: torch.Tensor,
                          read_attributes: AttributeReader, T: int = 20,
                          seeds: int = 4, seed: int = 0,
-                         batch_size: int = 64) -> Dict:
+                         batch_size: int = 64,
+                         return_decoded: bool = False) -> Dict:
     """Decode every image's z_sem from *random* x_T and measure what stays.
 
     DiffAE's claim is that z_sem holds the content and x_T only the
@@ -439,7 +440,8 @@ def zsem_decoding_report(model, images: torch.Tensor,
         images at the same x_T; ``spread_across_xT``: pixel std over the
         draws for the same z_sem (both averaged over pixels, images in
         [0, 1]); z_sem carries the picture when the first is the larger.
-        Plus ``T``, ``seeds``, ``images``.
+        Plus ``T``, ``seeds``, ``images``, and with ``return_decoded``
+        ``'decoded'``: the (seeds, N, 3, H, W) decodes (to show them).
     """
     x01 = (images.float() + 1) / 2
     ref = read_attributes(x01)
@@ -466,6 +468,8 @@ def zsem_decoding_report(model, images: torch.Tensor,
         out['chance'][name] = float((p_in * p_dec).sum())
     out['spread_across_z'] = dec.std(dim=1).mean().item()
     out['spread_across_xT'] = dec.std(dim=0).mean().item()
+    if return_decoded:
+        out['decoded'] = dec
     return out
 
 

@@ -261,16 +261,12 @@ def zsem_report(args, lit, cls, data, summary):
     x = torch.stack([data[i]['img'] for i in range(n)])
     read = functools.partial(shapes_data.shape_attribute_classes,
                              value_range=(0, 1))
-    report = evaluation.zsem_decoding_report(lit, x, read, T=T,
-                                             seeds=2 if args.quick else 4)
+    report = evaluation.zsem_decoding_report(
+        lit, x, read, T=T, seeds=2 if args.quick else 4, return_decoded=True)
+    decoded = report.pop('decoded')
     summary['zsem_only_decoding'] = report
-    # the grid: one row per image, its decodes from the draws of x_T
-    rows = [(x[:8] + 1) / 2]
-    for k in range(min(report['seeds'], 4)):
-        g = torch.Generator().manual_seed(k)
-        noise = torch.randn((1, *x.shape[1:]), generator=g).expand(8, -1, -1,
-                                                                   -1)
-        rows.append(lit.render(noise, lit.encode(x[:8]), T=T))
+    # the grid: one row per image (the first 8), its decodes of the draws
+    rows = [(x[:8] + 1) / 2] + [d[:8] for d in decoded]
     save_labelled_grid(
         f'{args.out}/zsem_only.png', [torch.stack(r) for r in zip(*rows)],
         [f'image {i + 1}' for i in range(8)],

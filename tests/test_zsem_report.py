@@ -77,6 +77,15 @@ def test_a_perfectly_semantic_decoder_keeps_everything(data):
     assert r['chance']['color'] == pytest.approx(0.25)
     assert r['kept_by_seed']['color'] == [1.0, 1.0, 1.0]
     assert (r['T'], r['seeds'], r['images']) == (1, 3, 24)
+    assert 'decoded' not in r
+    shown = evaluation.zsem_decoding_report(
+        CodeModel(x, codes), x[:4], read, T=1, seeds=2,
+        return_decoded=True)['decoded']
+    # (draws, images, 3, H, W): every draw redraws the inputs exactly
+    assert shown.shape == (2, 4, 3, 32, 32)
+    torch.testing.assert_close(shown, ((x[:4] + 1) / 2)[None].expand(2, -1,
+                                                                   -1, -1,
+                                                                   -1))
 
 
 def test_a_decoder_that_ignores_z_sem_keeps_only_chance(data):
