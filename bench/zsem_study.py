@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 import evaluation  # noqa: E402
 import hardware  # noqa: E402
 import study_recipes  # noqa: E402
+import validation  # noqa: E402
 from experiment import train  # noqa: E402
 from experiment_classifier import ClsModel, train_cls  # noqa: E402
 from inference import DiffAE  # noqa: E402
@@ -129,8 +130,8 @@ def measure(args, ds, ae, cls_conf, data):
             normalize=cls.normalize, denormalize=cls.denormalize)
         rec['manipulation'][label] = r
     if not args.no_probe:
-        z = torch.load(os.path.join(ae.logdir, 'latent.pkl'),
-                       weights_only=True)['conds']
+        z = validation.load_latents(os.path.join(ae.logdir, 'latent.pkl'),
+                                    ae.style_ch)['conds']
         rec['probe_trained'] = evaluation.linear_probe(z, data.labels,
                                                        ds.label_names)
         rec['probe_random'] = random_encoder_probes(ds, ae, data,
