@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -101,7 +102,8 @@ class GeneratedLMDBDataset(_LMDBImages):
     CenterCrop to ``image_size``; flips only with ``do_augment``).
 
     Subclasses set ``name`` (used in messages), ``default_count`` (images
-    generated when ``num_images`` is not given), ``make_lmdb`` (``(path,
+    generated when ``num_images`` is not given; a warning says so when the
+    LMDB at ``default_path`` holds another count), ``make_lmdb`` (``(path,
     num_images, seed=...) -> path``) and ``read_meta`` (``path -> the
     attributes record``), and give ``__init__`` their default path.
 
@@ -113,6 +115,7 @@ class GeneratedLMDBDataset(_LMDBImages):
 
     name: str = None
     default_count: int = None
+    default_path: str = None   # the demo's own copy (config.data_paths)
     make_lmdb: Callable = None
     read_meta: Callable = None
 
@@ -136,6 +139,15 @@ class GeneratedLMDBDataset(_LMDBImages):
                     f"'{path}' holds {self.name} made with "
                     f'{k}={self.meta[k]}, not {v}; delete it to '
                     'regenerate or use another path')
+        if (num_images is None and self.default_path is not None
+                and os.path.abspath(path) == os.path.abspath(
+                    self.default_path)
+                and self.meta['num_images'] != self.default_count):
+            # an LMDB made by an older version of the demo
+            warnings.warn(
+                f"'{path}' holds {self.meta['num_images']} {self.name} "
+                f'images; the default is now {self.default_count} '
+                '(issue #12). Delete it to regenerate.', stacklevel=2)
         self._open(path, self.meta['resolution'], 5, None)
         self.attributes = self.meta['records']
         self.transform = _build_transform(image_size, 'center',

@@ -26,7 +26,6 @@ import pytorch_lightning as pl
 import torch
 from tqdm.auto import tqdm
 
-import checkpoint_io
 import shapes_data
 import evaluation
 import hardware
@@ -111,6 +110,21 @@ def set_aside_if_stale(logdir, source):
 # latent DPM 44, classifier 3, report 63 s, plus start-up)
 OTHER_STAGES_S = {False: 120, True: 30}
 SHAPE_ATTRS = list(shapes_data.ShapesAttrDataset.id_to_cls)
+# the report measures images the autoencoder never saw: generated with
+# another seed next to the training LMDB (a second or less)
+HELDOUT_IMAGES = 2000
+HELDOUT_SEED = 1
+
+
+def heldout_data(conf):
+    """The report's images: shapes of the training distribution that the
+    autoencoder never saw (``shapes_heldout.lmdb`` beside the training
+    LMDB), so that the numbers say what z_sem does for a new image."""
+    train_path = conf.data_dir or conf.data_path
+    path = os.path.join(os.path.dirname(train_path), 'shapes_heldout.lmdb')
+    return shapes_data.ShapesAttrDataset(
+        path=path, image_size=conf.img_size, num_images=HELDOUT_IMAGES,
+        seed=HELDOUT_SEED)
 
 
 def train_stages(args):
@@ -283,15 +297,16 @@ def zsem_report(args, lit, cls, data, summary):
     summary['manipulation_change_rate'] = changed
 
 
-def probe_report(args, lit, lat_conf, data, summary):
-    """Linear probe of z_sem: the trained encoder vs the same architecture
-    at random initialisation (random conv features are a strong baseline
-    and vary with the draw)."""
-    state = checkpoint_io.load_checkpoint(lat_conf.latent_infer_path)
+def probe_report(args, lit, data, summary):
+    """Linear probe of z_sem on the held-out images: the trained encoder vs
+    the same architecture at random initialisation (random conv features
+    are a strong baseline and vary with the draw)."""
     names = SHAPE_ATTRS
-    summary['probe_auroc_trained_encoder'] = evaluation.linear_probe(
-        state['conds'], data.labels, names)
     loader = torch.utils.data.DataLoader(data, batch_size=250)
+    z = torch.cat([lit.encode(b['img']) for b in tqdm(
+        loader, desc='trained encoder', leave=False)])
+    summary['probe_auroc_trained_encoder'] = evaluation.linear_probe(
+        z, data.labels, names)
     random_enc = []
     for seed in range(1 if args.quick else 3):
         torch.manual_seed(seed)
@@ -312,9 +327,9 @@ def report(args, summary):
     torch.manual_seed(0)
     lat_conf = configure(shapes32_autoenc_latent(), args)
     lit = DiffAE.from_checkpoint(lat_conf)
-    data = shapes_data.ShapesAttrDataset(
-        path=lat_conf.data_dir or lit.conf.data_path,
-        image_size=lat_conf.img_size)
+    data = heldout_data(lat_conf)
+    summary['report_images'] = (f'{len(data)} held-out images '
+                                f"('{data.path}', seed {HELDOUT_SEED})")
     x = torch.stack([data[i]['img'] for i in range(4 if args.quick else 8)])
     cond, xT = decode_report(args, lit, x, summary)
     samples_report(args, lit, 8 if args.quick else 16)
@@ -323,7 +338,7 @@ def report(args, summary):
     cls = ClsModel.from_checkpoint(cls_conf)
     manipulation_report(args, lit, cls, cond, xT, summary)
     zsem_report(args, lit, cls, data, summary)
-    probe_report(args, lit, lat_conf, data, summary)
+    probe_report(args, lit, data, summary)
     summary['seconds_report'] = time.time() - t0
     summary['cpu'] = hardware.read_facts('cpu').describe()
     with open(f'{args.out}/summary.json', 'w') as f:

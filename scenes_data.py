@@ -4,7 +4,6 @@ a sun disc in half of them), with known attributes (sky, ground, horizon
 height, sun and its position), generated deterministically into an LMDB in
 the official format on first use; and the measurer that reads those
 attributes back from rendered pixels. It follows ``shapes_data.py``."""
-import os
 from typing import Dict, Sequence
 
 import numpy as np
@@ -201,10 +200,11 @@ class ScenesDataset(GeneratedLMDBDataset):
 
     name = 'scenes'
     default_count = SCENES_DEFAULT_COUNT
+    default_path = 'datasets/scenes.lmdb'
     make_lmdb = staticmethod(make_scenes_lmdb)
     read_meta = staticmethod(read_scenes_meta)
 
-    def __init__(self, path=os.path.expanduser('datasets/scenes.lmdb'),
+    def __init__(self, path=default_path,
                  image_size=32, num_images: int = None, seed: int = None,
                  do_augment: bool = False, do_transform: bool = True,
                  do_normalize: bool = True, **kwargs):

@@ -3,7 +3,6 @@ image, with known attributes (shape type, colour, size, position,
 background), generated deterministically into an LMDB in the official
 format on first use; and the measurer that reads those attributes back
 from rendered pixels (how the demo judges manipulation and decoding)."""
-import os
 from typing import Dict, Sequence
 
 import numpy as np
@@ -25,7 +24,11 @@ SHAPE_BACKGROUNDS = {'dark': (30, 30, 30), 'light': (225, 225, 225)}
 # square), uniform in this range; 'large' is the upper half
 SHAPE_SIZE_RANGE = (0.24, 0.42)
 SHAPE_LARGE_THRESHOLD = 0.33
-SHAPES_DEFAULT_COUNT = 4000
+# 40,000 images (about 8 s to generate, 24 MB), up from 4,000: at the
+# same 3,000 steps the demo's z_sem then gives a better linear probe on
+# unseen images (mean AUROC 0.937 vs 0.920; random encoders 0.912-0.919;
+# issue #12, README "What z_sem carries")
+SHAPES_DEFAULT_COUNT = 40_000
 SHAPES_RESOLUTION = 64
 # empty border (fraction of the width) so the background shows all round
 _SHAPE_MARGIN = 2 / 64
@@ -182,7 +185,7 @@ class ShapesDataset(GeneratedLMDBDataset):
     the shape fits. Stored at 64x64; Resize + CenterCrop to
     ``image_size``.
 
-    ``num_images`` / ``seed`` (default 4000 / 0), ``.attributes`` and
+    ``num_images`` / ``seed`` (default 40,000 / 0), ``.attributes`` and
     ``.meta``: see :class:`~generated_data.GeneratedLMDBDataset`.
     ``do_augment`` (horizontal flips) is off by default, since flipping
     breaks the 'left' attribute.
@@ -190,10 +193,11 @@ class ShapesDataset(GeneratedLMDBDataset):
 
     name = 'shapes'
     default_count = SHAPES_DEFAULT_COUNT
+    default_path = 'datasets/shapes.lmdb'
     make_lmdb = staticmethod(make_shapes_lmdb)
     read_meta = staticmethod(read_shapes_meta)
 
-    def __init__(self, path=os.path.expanduser('datasets/shapes.lmdb'),
+    def __init__(self, path=default_path,
                  image_size=32, num_images: int = None, seed: int = None,
                  do_augment: bool = False, do_transform: bool = True,
                  do_normalize: bool = True, **kwargs):

@@ -39,7 +39,21 @@ VARIANTS = {
     # images the linear one reaches it early)
     'x0_cosine': {'beatgans_model_mean_type': ModelMeanType.start_x,
                   'beta_scheduler': 'cosine'},
+    # more images at the same steps (the demo had 4,000 before)
+    'x0_40k': {'beatgans_model_mean_type': ModelMeanType.start_x,
+               'num_images': 40_000},
 }
+# variant keys that are not config fields: the number of images generated
+# for the training set (default: the dataset's own count)
+DATA_KEYS = ('num_images', )
+HELDOUT_SEED = 1  # generated images never trained on: another seed
+
+
+def _attr_dataset(cls):
+    def make(path=None, num_images=None, seed=None):
+        kw = {} if path is None else {'path': path}
+        return cls(image_size=32, num_images=num_images, seed=seed, **kw)
+    return make
 
 
 @dataclass
@@ -47,7 +61,9 @@ class StudyDataset:
     name: str
     autoenc: Callable        # template of the autoencoder
     classifier: Callable     # template of its attribute classifier
-    attr_dataset: Callable   # () -> labelled dataset (images in [-1, 1])
+    # (path=None, num_images=None, seed=None) -> labelled dataset (images
+    # in [-1, 1]); the default path and count when None
+    attr_dataset: Callable
     read_attributes: Callable
     label_names: List[str]
     # (attribute read back, classifier label to move along, target class)
@@ -58,7 +74,7 @@ DATASETS = {
     'shapes': StudyDataset(
         'shapes', templates.shapes32_autoenc,
         templates_cls.shapes32_autoenc_cls,
-        lambda: shapes_data.ShapesAttrDataset(image_size=32),
+        _attr_dataset(shapes_data.ShapesAttrDataset),
         functools.partial(shapes_data.shape_attribute_classes,
                           value_range=(0, 1)),
         list(shapes_data.SHAPE_LABELS),
@@ -66,7 +82,7 @@ DATASETS = {
     'scenes': StudyDataset(
         'scenes', templates.scenes32_autoenc,
         templates_cls.scenes32_autoenc_cls,
-        lambda: scenes_data.ScenesAttrDataset(image_size=32),
+        _attr_dataset(scenes_data.ScenesAttrDataset),
         functools.partial(scenes_data.scene_attribute_classes,
                           value_range=(0, 1)),
         list(scenes_data.SCENE_LABELS),
@@ -74,12 +90,37 @@ DATASETS = {
 }
 
 
+def data_path(dataset: str, variant: str):
+    """The training images of a recipe: None for the dataset's default
+    LMDB, else ``datasets/<dataset>_<count>.lmdb``."""
+    count = VARIANTS[variant].get('num_images')
+    return None if count is None else f'datasets/{dataset}_{count}.lmdb'
+
+
+def training_data(dataset: str, variant: str):
+    """The recipe's labelled training set (generated on first use)."""
+    return DATASETS[dataset].attr_dataset(
+        data_path(dataset, variant), VARIANTS[variant].get('num_images'))
+
+
+def heldout_data(dataset: str):
+    """Images of the same distribution that no recipe trains on."""
+    return DATASETS[dataset].attr_dataset(
+        f'datasets/{dataset}_heldout.lmdb', 4000, HELDOUT_SEED)
+
+
+def _apply(conf, dataset, variant):
+    for k, v in {**OFFICIAL_RECIPE, **VARIANTS[variant]}.items():
+        if k not in DATA_KEYS:
+            setattr(conf, k, v)
+    conf.data_dir = data_path(dataset, variant)
+
+
 def autoencoder_conf(dataset: str, variant: str, steps: int, base_dir: str):
     """The dataset's demo autoencoder with the recipe's overrides, trained
     for ``steps`` steps in ``<base_dir>/<dataset>_<variant>``."""
     conf = DATASETS[dataset].autoenc()
-    for k, v in {**OFFICIAL_RECIPE, **VARIANTS[variant]}.items():
-        setattr(conf, k, v)
+    _apply(conf, dataset, variant)
     conf.total_samples = conf.batch_size * steps
     conf.sample_every_samples = 0
     conf.name = f'{dataset}_{variant}'
@@ -93,8 +134,7 @@ def classifier_conf(ae, steps: int):
     dataset = ae.name.split('_')[0]
     conf = DATASETS[dataset].classifier()
     variant = ae.name[len(dataset) + 1:]
-    for k, v in {**OFFICIAL_RECIPE, **VARIANTS[variant]}.items():
-        setattr(conf, k, v)
+    _apply(conf, dataset, variant)
     conf.base_dir = ae.base_dir
     conf.name = f'{ae.name}_cls_{steps}'
     conf.latent_infer_path = os.path.join(ae.logdir, 'latent.pkl')
@@ -115,10 +155,18 @@ def headline(rec):
            'changed_at_1': {k: round(m['changed'].get(1.0, float('nan')), 3)
                             for k, m in rec['manipulation'].items()}}
     if 'probe_trained' in rec:
-        out['probe'] = round(rec['probe_trained']['mean'], 4)
-        out['probe_random'] = [round(r['mean'], 4)
-                               for r in rec['probe_random']]
-        out['probe_beats_all_splits'] = all(
-            t > max(r['mean_by_split'][i] for r in rec['probe_random'])
-            for i, t in enumerate(rec['probe_trained']['mean_by_split']))
+        out.update(_probe_headline(rec))
+    if 'heldout' in rec:
+        out['heldout'] = headline({**rec['heldout'], 'steps': rec['steps'],
+                                   'variant': rec['variant']})
     return out
+
+
+def _probe_headline(rec):
+    return {'probe': round(rec['probe_trained']['mean'], 4),
+            'probe_random': [round(r['mean'], 4)
+                             for r in rec['probe_random']],
+            'probe_beats_all_splits': all(
+                t > max(r['mean_by_split'][i] for r in rec['probe_random'])
+                for i, t in enumerate(
+                    rec['probe_trained']['mean_by_split']))}

@@ -22,6 +22,7 @@ outputs/study/<dataset>_<variant>.jsonl), with the CPU named. Runs go to
 checkpoints/study/<dataset>_<variant>; rerunning continues them.
 """
 import argparse
+import glob
 import json
 import os
 import sys
@@ -54,16 +55,21 @@ def parse_args(argv=None):
     p.add_argument('--base-dir', default='checkpoints/study')
     p.add_argument('--out', default=None)
     p.add_argument('--no-probe', action='store_true')
+    p.add_argument('--measure-only', action='store_true',
+                   help='measure the run\'s saved checkpoints of --steps '
+                   '(epoch=*-step=N.ckpt and its classifier) without '
+                   'training; written to <out> with "-remeasured"')
     args = p.parse_args(argv)
     args.out = args.out or (f'outputs/study/{args.dataset}_'
                             f'{args.variant}.jsonl')
     return args
 
 
-def random_encoder_probes(ds, conf, data, base_dir, draws=3):
+def random_encoder_probes(ds, conf, data, base_dir, draws=3, tag=''):
     """Linear-probe results of ``draws`` randomly initialised encoders of
     ``conf``'s architecture (cached in ``base_dir``)."""
-    path = os.path.join(base_dir, f'{ds.name}_random_encoder_probes.json')
+    path = os.path.join(base_dir,
+                        f'{ds.name}{tag}_random_encoder_probes.json')
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
@@ -109,19 +115,15 @@ def loss_gain_by_noise(model, conf, x, buckets=10, seed=0):
     return rows
 
 
-def measure(args, ds, ae, cls_conf, data):
-    """Every number of one checkpoint (see the module docstring)."""
-    torch.manual_seed(0)
-    model = DiffAE.from_checkpoint(ae)
-    x = torch.stack([data[i]['img'] for i in range(args.images)])
+def measure_images(args, ds, model, cls, x):
+    """z_sem-only decoding, inverted-x_T reconstruction and the change
+    rates of the manipulations, on the images ``x``."""
     rec = {'zsem_only': evaluation.zsem_decoding_report(
         model, x, ds.read_attributes, T=args.T, seeds=args.seeds)}
     cond = model.encode(x)
     xT = model.encode_stochastic(x, cond, T=args.T)
     inv = model.render(xT, cond, T=args.T)
     rec['recon_mse_inverted_xT'] = (inv - (x + 1) / 2).square().mean().item()
-    rec['loss_gain_by_noise'] = loss_gain_by_noise(model, ae, x)
-    cls = ClsModel.from_checkpoint(cls_conf)
     rec['manipulation'] = {}
     for attribute, label, target in ds.manipulations:
         r = evaluation.manipulation_change_rate(
@@ -129,14 +131,65 @@ def measure(args, ds, ae, cls_conf, data):
             attribute, target, amounts=(0.5, 1.0), T=args.T,
             normalize=cls.normalize, denormalize=cls.denormalize)
         rec['manipulation'][label] = r
-    if not args.no_probe:
-        z = validation.load_latents(os.path.join(ae.logdir, 'latent.pkl'),
-                                    ae.style_ch)['conds']
-        rec['probe_trained'] = evaluation.linear_probe(z, data.labels,
-                                                       ds.label_names)
-        rec['probe_random'] = random_encoder_probes(ds, ae, data,
-                                                    args.base_dir)
     return rec
+
+
+@torch.no_grad()
+def encode_all(model, data, batch_size=250):
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size)
+    return torch.cat([model.encode(b['img']) for b in loader])
+
+
+def measure(args, ds, ae, cls_conf, data, heldout, path=None):
+    """Every number of one checkpoint (see the module docstring): on the
+    first --images training images, and (under 'heldout') on as many
+    images the model never saw."""
+    torch.manual_seed(0)
+    model = DiffAE.from_checkpoint(ae, path)
+    cls = ClsModel.from_checkpoint(cls_conf)
+    x = torch.stack([data[i]['img'] for i in range(args.images)])
+    rec = measure_images(args, ds, model, cls, x)
+    rec['loss_gain_by_noise'] = loss_gain_by_noise(model, ae, x)
+    xh = torch.stack([heldout[i]['img'] for i in range(args.images)])
+    rec['heldout'] = measure_images(args, ds, model, cls, xh)
+    if not args.no_probe:
+        # (latent.pkl is of the run's last checkpoint)
+        if ae.data_dir is None and path is None:
+            z = validation.load_latents(
+                os.path.join(ae.logdir, 'latent.pkl'), ae.style_ch)['conds']
+            rec['probe_trained'] = evaluation.linear_probe(
+                z, data.labels, ds.label_names)
+            rec['probe_random'] = random_encoder_probes(ds, ae, data,
+                                                        args.base_dir)
+        # the same unseen images for every recipe
+        rec['heldout']['probe_trained'] = evaluation.linear_probe(
+            encode_all(model, heldout), heldout.labels, ds.label_names)
+        rec['heldout']['probe_random'] = random_encoder_probes(
+            ds, ae, heldout, args.base_dir, tag='_heldout')
+    return rec
+
+
+def remeasure(args, ds, data, heldout):
+    """Measure saved checkpoints of an earlier run again (e.g. for
+    numbers added to measure() since)."""
+    out = args.out.replace('.jsonl', '-remeasured.jsonl')
+    for steps in args.steps:
+        ae = study_recipes.autoencoder_conf(args.dataset, args.variant,
+                                            steps, args.base_dir)
+        found = glob.glob(os.path.join(ae.logdir,
+                                       f"epoch=*-step={steps}.ckpt"))
+        if len(found) != 1:
+            raise FileNotFoundError(f'no single checkpoint of step {steps} '
+                                    f'in {ae.logdir}: {found}')
+        rec = {'dataset': args.dataset, 'variant': args.variant,
+               'steps': steps, 'checkpoint': found[0]}
+        rec.update(measure(args, ds, ae,
+                           study_recipes.classifier_conf(ae, steps), data,
+                           heldout, path=found[0]))
+        rec['cpu'] = hardware.read_facts('cpu').describe()
+        with open(out, 'a') as f:
+            f.write(json.dumps(rec) + '\n')
+        print(json.dumps(study_recipes.headline(rec), indent=1), flush=True)
 
 
 def main(argv=None):
@@ -144,7 +197,10 @@ def main(argv=None):
     torch.set_float32_matmul_precision('high')
     ds = study_recipes.DATASETS[args.dataset]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    data = ds.attr_dataset()
+    data = study_recipes.training_data(args.dataset, args.variant)
+    heldout = study_recipes.heldout_data(args.dataset)
+    if args.measure_only:
+        return remeasure(args, ds, data, heldout)
     for steps in args.steps:
         t0 = time.time()
         ae = study_recipes.autoencoder_conf(args.dataset, args.variant,
@@ -157,7 +213,7 @@ def main(argv=None):
         train_cls(cls_conf, gpus=[0])
         rec = {'dataset': args.dataset, 'variant': args.variant,
                'steps': steps, 'seconds_train_this_segment': t_train}
-        rec.update(measure(args, ds, ae, cls_conf, data))
+        rec.update(measure(args, ds, ae, cls_conf, data, heldout))
         rec['seconds_total_segment'] = time.time() - t0
         rec['cpu'] = hardware.read_facts('cpu').describe()
         with open(args.out, 'a') as f:

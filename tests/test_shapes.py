@@ -1,5 +1,6 @@
 """The built-in shapes demo dataset: generation, attributes, measuring."""
 import multiprocessing
+import warnings
 import os
 
 import numpy as np
@@ -120,6 +121,23 @@ def test_generated_on_first_use_and_reused(tmp_path):
     assert os.stat(path / 'data.mdb').st_mtime_ns == stamp
     with pytest.raises(ValueError, match='num_images=20'):
         S.ShapesDataset(str(path), image_size=16, num_images=30)
+
+
+def test_an_older_default_copy_with_another_count_is_named(tmp_path,
+                                                          monkeypatch):
+    """The demo's own LMDB made by an older version (4,000 images before
+    issue #12) is used, with a warning naming it and the new count; an
+    LMDB elsewhere may hold any count without one."""
+    monkeypatch.chdir(tmp_path)
+    S.make_shapes_lmdb(S.ShapesDataset.default_path, num_images=5)
+    with pytest.warns(UserWarning, match=f"'datasets/shapes.lmdb' holds 5 "
+                      f'shapes images; the default is now '
+                      f'{S.SHAPES_DEFAULT_COUNT}'):
+        assert len(S.ShapesDataset(image_size=16)) == 5
+    S.make_shapes_lmdb('elsewhere.lmdb', num_images=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert len(S.ShapesDataset('elsewhere.lmdb', image_size=16)) == 5
 
 
 def test_another_generated_format_is_refused(tmp_path):
