@@ -26,7 +26,7 @@ def test_report_measures_decoding_from_z_sem_alone(tmp_path):
     moved = summary['manipulation_change_rate']
     assert set(moved) == {'red', 'green', 'blue', 'yellow', 'large'}
     for label, r in moved.items():
-        assert set(r['changed']) == {'0.5', '1.0'}, label
+        assert set(r['changed']) == {'0.5', '1.0', '1.5'}, label
         assert r['images'] >= 1
     for grid in ('zsem_only.png', 'reconstructions.png', 'manipulation.png'):
         assert (out / grid).stat().st_size > 0
