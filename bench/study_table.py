@@ -10,6 +10,12 @@ classifier direction (amount 1, inverted x_T) takes to the target class
 (colour or sky: mean over the classes; size or horizon), the inverted-x_T
 reconstruction MSE and the linear probe's mean AUROC against the best of
 the random encoders (and whether it beats all of them on every split).
+
+The first table of a dataset is measured on the first training images;
+the second on held-out images (generated with another seed, never
+trained on), for the records that have them (``heldout``; older runs
+measured again with ``zsem_study.py --measure-only``, whose records only
+appear there).
 """
 import glob
 import json
@@ -72,11 +78,21 @@ def main(folder='outputs/study'):
     for r in recs:
         by[r['dataset']].append(r)
     for dataset, rs in by.items():
+        rs = sorted(rs, key=lambda r: (r['variant'], r['steps']))
         cpus = sorted({r.get('cpu', '?') for r in rs})
-        print(f'\n### {dataset} (CPU: {", ".join(cpus)})\n')
+        print(f'\n### {dataset}, training images (CPU: {", ".join(cpus)})'
+              '\n')
         print(header(dataset))
-        for r in sorted(rs, key=lambda r: (r['variant'], r['steps'])):
-            print(row(r))
+        for r in rs:
+            if 'checkpoint' not in r:   # a re-measurement: held-out only
+                print(row(r))
+        held = [{**r['heldout'], 'dataset': dataset, 'variant': r['variant'],
+                 'steps': r['steps']} for r in rs if 'heldout' in r]
+        if held:
+            print(f'\n### {dataset}, held-out images\n')
+            print(header(dataset))
+            for r in held:
+                print(row(r))
 
 
 if __name__ == '__main__':
