@@ -148,6 +148,7 @@ class GeneratedLMDBDataset(_LMDBImages):
                 f"'{path}' holds {self.meta['num_images']} {self.name} "
                 f'images; the default is now {self.default_count} '
                 '(issue #12). Delete it to regenerate.', stacklevel=2)
+        self.path = path
         self._open(path, self.meta['resolution'], 5, None)
         self.attributes = self.meta['records']
         self.transform = _build_transform(image_size, 'center',
