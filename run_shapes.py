@@ -106,9 +106,9 @@ def set_aside_if_stale(logdir, source):
 
 
 # measured on 2-core CPUs (README): the stages after the autoencoder and
-# the report take about this long together (full demo 2026-11-28: infer 2,
-# latent DPM 44, classifier 3, report 63 s, plus start-up)
-OTHER_STAGES_S = {False: 120, True: 30}
+# the report take about this long together (full demo with 40,000 images,
+# 2026-11-28: infer 25, latent DPM 44, classifier 23, report 93 s)
+OTHER_STAGES_S = {False: 190, True: 30}
 SHAPE_ATTRS = list(shapes_data.ShapesAttrDataset.id_to_cls)
 # the report measures images the autoencoder never saw: generated with
 # another seed next to the training LMDB (about a second; the same
