@@ -16,6 +16,12 @@ def test_report_measures_decoding_from_z_sem_alone(tmp_path):
         '--out', str(out)])
     run_shapes.report(args, {})
     summary = json.loads((out / 'summary.json').read_text())
+    # measured on images the autoencoder never trained on
+    held = os.path.join(root, 'datasets', 'shapes_heldout.lmdb')
+    assert summary['report_images'] == (
+        f"{run_shapes.HELDOUT_IMAGES} held-out images ('{held}', seed "
+        f'{run_shapes.HELDOUT_SEED})')
+    assert os.path.isdir(held)
     z = summary['zsem_only_decoding']
     assert set(z['kept']) == {'shape', 'color', 'large', 'left', 'top',
                               'light_background'}
