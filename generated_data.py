@@ -157,6 +157,13 @@ class GeneratedLMDBDataset(_LMDBImages):
                                           normalize=do_normalize)
 
 
+# held-out images: the same distribution with another seed, generated
+# beside the training LMDB (never trained on); what the demo report and
+# bench/zsem_study.py measure
+HELDOUT_IMAGES = 4000
+HELDOUT_SEED = 1
+
+
 class GeneratedAttrDataset(GeneratedLMDBDataset):
     """Binary labels for a :class:`GeneratedLMDBDataset`, like the CelebA
     attribute datasets: items carry ``'labels'`` (K,) int64 of +1 / -1 in
@@ -180,6 +187,16 @@ class GeneratedAttrDataset(GeneratedLMDBDataset):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.labels = type(self).label_fn(self.attributes)
+
+    @classmethod
+    def heldout(cls, beside, image_size=32):
+        """HELDOUT_IMAGES images with HELDOUT_SEED at
+        ``<folder of beside>/<name>_heldout.lmdb`` (generated on first
+        use): images no model trained on the LMDB ``beside`` has seen."""
+        path = os.path.join(os.path.dirname(os.fspath(beside)),
+                            f'{cls.name}_heldout.lmdb')
+        return cls(path, image_size=image_size, num_images=HELDOUT_IMAGES,
+                   seed=HELDOUT_SEED)
 
     def pos_count(self, cls_name):
         """How many images have label ``cls_name`` at +1."""

@@ -110,22 +110,14 @@ def set_aside_if_stale(logdir, source):
 # 2026-11-28: infer 25, latent DPM 44, classifier 23, report 93 s)
 OTHER_STAGES_S = {False: 190, True: 30}
 SHAPE_ATTRS = list(shapes_data.ShapesAttrDataset.id_to_cls)
-# the report measures images the autoencoder never saw: generated with
-# another seed next to the training LMDB (about a second; the same
-# images as bench/zsem_study.py)
-HELDOUT_IMAGES = 4000
-HELDOUT_SEED = 1
 
 
 def heldout_data(conf):
     """The report's images: shapes of the training distribution that the
     autoencoder never saw (``shapes_heldout.lmdb`` beside the training
     LMDB), so that the numbers say what z_sem does for a new image."""
-    train_path = conf.data_dir or conf.data_path
-    path = os.path.join(os.path.dirname(train_path), 'shapes_heldout.lmdb')
-    return shapes_data.ShapesAttrDataset(
-        path=path, image_size=conf.img_size, num_images=HELDOUT_IMAGES,
-        seed=HELDOUT_SEED)
+    return shapes_data.ShapesAttrDataset.heldout(
+        conf.data_dir or conf.data_path, image_size=conf.img_size)
 
 
 def train_stages(args):
@@ -330,7 +322,7 @@ def report(args, summary):
     lit = DiffAE.from_checkpoint(lat_conf)
     data = heldout_data(lat_conf)
     summary['report_images'] = (f'{len(data)} held-out images '
-                                f"('{data.path}', seed {HELDOUT_SEED})")
+                                f"('{data.path}', seed {data.meta['seed']})")
     x = torch.stack([data[i]['img'] for i in range(4 if args.quick else 8)])
     cond, xT = decode_report(args, lit, x, summary)
     samples_report(args, lit, 8 if args.quick else 16)

@@ -46,14 +46,6 @@ VARIANTS = {
 # variant keys that are not config fields: the number of images generated
 # for the training set (default: the dataset's own count)
 DATA_KEYS = ('num_images', )
-HELDOUT_SEED = 1  # generated images never trained on: another seed
-
-
-def _attr_dataset(cls):
-    def make(path=None, num_images=None, seed=None):
-        kw = {} if path is None else {'path': path}
-        return cls(image_size=32, num_images=num_images, seed=seed, **kw)
-    return make
 
 
 @dataclass
@@ -61,9 +53,7 @@ class StudyDataset:
     name: str
     autoenc: Callable        # template of the autoencoder
     classifier: Callable     # template of its attribute classifier
-    # (path=None, num_images=None, seed=None) -> labelled dataset (images
-    # in [-1, 1]); the default path and count when None
-    attr_dataset: Callable
+    attr_class: type         # its labelled dataset (images in [-1, 1])
     read_attributes: Callable
     label_names: List[str]
     # (attribute read back, classifier label to move along, target class)
@@ -74,7 +64,7 @@ DATASETS = {
     'shapes': StudyDataset(
         'shapes', templates.shapes32_autoenc,
         templates_cls.shapes32_autoenc_cls,
-        _attr_dataset(shapes_data.ShapesAttrDataset),
+        shapes_data.ShapesAttrDataset,
         functools.partial(shapes_data.shape_attribute_classes,
                           value_range=(0, 1)),
         list(shapes_data.SHAPE_LABELS),
@@ -82,7 +72,7 @@ DATASETS = {
     'scenes': StudyDataset(
         'scenes', templates.scenes32_autoenc,
         templates_cls.scenes32_autoenc_cls,
-        _attr_dataset(scenes_data.ScenesAttrDataset),
+        scenes_data.ScenesAttrDataset,
         functools.partial(scenes_data.scene_attribute_classes,
                           value_range=(0, 1)),
         list(scenes_data.SCENE_LABELS),
@@ -99,14 +89,16 @@ def data_path(dataset: str, variant: str):
 
 def training_data(dataset: str, variant: str):
     """The recipe's labelled training set (generated on first use)."""
-    return DATASETS[dataset].attr_dataset(
-        data_path(dataset, variant), VARIANTS[variant].get('num_images'))
+    cls = DATASETS[dataset].attr_class
+    path = data_path(dataset, variant) or cls.default_path
+    return cls(path, image_size=32,
+               num_images=VARIANTS[variant].get('num_images'))
 
 
 def heldout_data(dataset: str):
     """Images of the same distribution that no recipe trains on."""
-    return DATASETS[dataset].attr_dataset(
-        f'datasets/{dataset}_heldout.lmdb', 4000, HELDOUT_SEED)
+    cls = DATASETS[dataset].attr_class
+    return cls.heldout(cls.default_path, image_size=32)
 
 
 def _apply(conf, dataset, variant):

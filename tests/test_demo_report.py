@@ -3,6 +3,7 @@ the z_sem-only decoding numbers and grid next to the others."""
 import json
 import os
 
+import generated_data
 import run_shapes
 from demo_tree import make_demo_tree
 
@@ -19,8 +20,8 @@ def test_report_measures_decoding_from_z_sem_alone(tmp_path):
     # measured on images the autoencoder never trained on
     held = os.path.join(root, 'datasets', 'shapes_heldout.lmdb')
     assert summary['report_images'] == (
-        f"{run_shapes.HELDOUT_IMAGES} held-out images ('{held}', seed "
-        f'{run_shapes.HELDOUT_SEED})')
+        f"{generated_data.HELDOUT_IMAGES} held-out images ('{held}', seed "
+        f'{generated_data.HELDOUT_SEED})')
     assert os.path.isdir(held)
     z = summary['zsem_only_decoding']
     assert set(z['kept']) == {'shape', 'color', 'large', 'left', 'top',
