@@ -181,6 +181,11 @@ class TrainConfig(BaseConfig):
     T: int = 1_000
     total_samples: int = 10_000_000
     warmup: int = 0
+    # opt-in learning-rate decay after the warm-up (not in the official
+    # code, whose lr stays constant): 'none' (official) or 'cosine', from
+    # lr down to lr * lr_decay_final at total_samples
+    lr_decay: str = 'none'
+    lr_decay_final: float = 0.0
     pretrain: PretrainConfig = None
     continue_from: PretrainConfig = None
     eval_programs: Tuple[str] = None

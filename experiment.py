@@ -7,6 +7,7 @@ metrics in ``metrics.py``, the eval programs in ``evaluation.py``.
 """
 import copy
 import json
+import math
 import os
 import random
 import warnings
@@ -354,9 +355,13 @@ class LitModel(pl.LightningModule):
         else:
             raise NotImplementedError(self.conf.optimizer)
         out = {'optimizer': optim}
-        if self.conf.warmup > 0:
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                optim, lr_lambda=WarmupLR(self.conf.warmup))
+        if self.conf.warmup > 0 or self.conf.lr_decay != 'none':
+            factor = LRSchedule(
+                self.conf.warmup, self.conf.lr_decay,
+                self.conf.total_samples // self.conf.batch_size_effective,
+                self.conf.lr_decay_final)
+            sched = torch.optim.lr_scheduler.LambdaLR(optim,
+                                                      lr_lambda=factor)
             out['lr_scheduler'] = {'scheduler': sched, 'interval': 'step'}
         return out
 
@@ -526,13 +531,42 @@ def ema_update(source: torch.nn.Module, target: torch.nn.Module,
 
 
 class WarmupLR:
-    """Linear learning-rate warm-up over ``warmup`` steps."""
+    """Linear learning-rate warm-up over ``warmup`` steps (the official
+    schedule: constant afterwards)."""
 
     def __init__(self, warmup) -> None:
         self.warmup = warmup
 
     def __call__(self, step):
         return min(step, self.warmup) / self.warmup
+
+
+class LRSchedule:
+    """The learning-rate factor at an optimizer step: the official linear
+    warm-up over ``warmup`` steps, then constant (``decay='none'``) or a
+    half cosine from 1 down to ``final`` at step ``total`` (``'cosine'``,
+    opt-in), and ``final`` past it."""
+
+    def __init__(self, warmup: int, decay: str = 'none', total: int = 0,
+                 final: float = 0.0) -> None:
+        if decay not in ('none', 'cosine'):
+            raise ValueError(f"lr_decay must be 'none' or 'cosine', got "
+                             f"{decay!r}")
+        if decay != 'none' and total <= warmup:
+            raise ValueError(f'lr_decay={decay!r} needs total_samples '
+                             f'beyond the warm-up ({total} steps <= '
+                             f'warmup {warmup})')
+        self.warmup, self.decay = warmup, decay
+        self.total, self.final = total, final
+
+    def __call__(self, step):
+        if step < self.warmup:
+            return step / self.warmup
+        if self.decay == 'none':
+            return 1.0
+        done = min(1.0, (step - self.warmup) / (self.total - self.warmup))
+        return self.final + (1 - self.final) * 0.5 * (
+            1 + math.cos(math.pi * done))
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -753,6 +787,7 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
 
 
 __all__ = ['LitModel', 'train', 'evaluate', 'ema_update', 'WarmupLR',
+           'LRSchedule',
            'is_time', 'resolve_devices', 'resolve_precision',
            'resolve_processes', 'choose_resume', 'make_trainer',
            'StepProgressBar']
