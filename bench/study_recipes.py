@@ -46,8 +46,8 @@ VARIANTS = {
     # (cosine); measured at one step count per run (the decay is tied to it)
     'x0_40k_cos': {'beatgans_model_mean_type': ModelMeanType.start_x,
                    'num_images': 40_000, 'lr_decay': 'cosine'},
-    # half the batch, so about 1.5x the steps in the same time (bf16 on
-    # the AMD EPYC: 0.148 s per step instead of 0.25)
+    # half the batch, so about 1.7x the steps in the same time (bf16 on
+    # the AMD EPYC: 0.14-0.15 s per step instead of 0.25)
     'x0_40k_b16': {'beatgans_model_mean_type': ModelMeanType.start_x,
                    'num_images': 40_000, 'batch_size': 16},
 }
