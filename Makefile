@@ -20,7 +20,8 @@ demo: $(STAMP)
 
 # the demo's autoencoder trained to 4500 steps (it continues a finished
 # `make demo`; about 9 more minutes on 2 cores with native bf16): measured
-# in the study, z_sem then also carries the shape type (README)
+# in the study, z_sem then also carried the shape type with the template's
+# seed, not with seed 1 (README)
 demo-long: $(STAMP)
 	$(PYTHON) run_shapes.py --steps 4500
 

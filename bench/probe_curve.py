@@ -15,7 +15,8 @@ manipulations) and answers one question: is z_sem picking the attribute
 up, and when. On the shapes the encoder's shape-type AUROC falls *below*
 its random-initialisation level while colour, size and position are
 learnt, and only rises once the decoder can draw the shape type (between
-3000 and 4500 steps of 32 images in the x0_40k run).
+3000 and 4500 steps of 32 images in the x0_40k run; with seed 1, not
+by 4500).
 
 --set takes config fields (values parsed as JSON, else kept as strings);
 --encoder-lr-scale gives the encoder its own learning rate (a study-only
