@@ -18,11 +18,13 @@ learnt, and only rises once the decoder can draw the shape type (between
 3000 and 4500 steps of 32 images in the x0_40k run; with seed 1, not
 by 4500).
 
---set takes config fields (values parsed as JSON, else kept as strings);
+--set takes config fields (values parsed as JSON, else kept as strings;
+an enum field by its value, e.g. beatgans_model_mean_type=eps);
 --encoder-lr-scale gives the encoder its own learning rate (a study-only
 override of the optimizer: not a config field).
 """
 import argparse
+import enum
 import json
 import os
 import sys
@@ -122,6 +124,14 @@ def main(argv=None):
         field, value = parse_override(text)
         if not hasattr(conf, field):
             raise SystemExit(f'--set: TrainConfig has no field {field!r}')
+        current = getattr(conf, field)
+        if isinstance(current, enum.Enum):  # e.g. ModelMeanType by value
+            try:
+                value = type(current)(value)
+            except ValueError:
+                raise SystemExit(
+                    f'--set {field}: {value!r} is not one of '
+                    f'{[m.value for m in type(current)]}') from None
         setattr(conf, field, value)
     conf.name = f'{args.dataset}_{name}'
     conf.make_model_conf()
