@@ -135,3 +135,8 @@ class Activation(Enum):
 class ManipulateLossType(Enum):
     bce = 'bce'
     mse = 'mse'
+
+
+# LPIPS trunks (lpips.LPIPS(net=...)) that the opt-in perceptual training
+# loss can use (conf.lpips_loss_net); metrics.py knows their weight files
+LPIPS_NETS = ('alex', 'vgg', 'squeeze')

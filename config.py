@@ -178,6 +178,18 @@ class TrainConfig(BaseConfig):
     loss_weighting: str = 'none'
     loss_weighting_gamma: float = None
     p2_k: float = 1.0
+    # opt-in perceptual term of the image decoder's loss (not in the
+    # official code; docs/perceptual_loss.md): lpips_loss_weight x LPIPS
+    # between the x_0 estimate and the image, added per sample at original
+    # timesteps t < lpips_loss_t_max (conf.T: all of them); 0 is official.
+    # lpips_loss_net: 'alex', 'vgg' or 'squeeze'; its torchvision trunk
+    # weights are read from lpips_loss_trunk_path (None: env variable,
+    # checkpoints/<file> or torch hub's cache, see metrics.LPIPS_TRUNKS;
+    # for 'alex' conf.alexnet_weights_path is tried first)
+    lpips_loss_weight: float = 0.0
+    lpips_loss_net: str = 'alex'
+    lpips_loss_t_max: int = 200
+    lpips_loss_trunk_path: str = None
     T: int = 1_000
     total_samples: int = 10_000_000
     warmup: int = 0
@@ -310,6 +322,8 @@ class TrainConfig(BaseConfig):
             loss_weighting=self.loss_weighting,
             loss_weighting_gamma=self.loss_weighting_gamma,
             p2_k=self.p2_k,
+            lpips_weight=self.lpips_loss_weight,
+            lpips_t_max=self.lpips_loss_t_max,
         )
 
     def _make_latent_diffusion_conf(self, T=None):

@@ -27,6 +27,7 @@ import checkpoint_io
 import evaluation
 import hardware
 import launcher
+import metrics
 import renderer
 import validation
 from choices import OptimizerType, TrainMode
@@ -200,6 +201,8 @@ class LitModel(pl.LightningModule):
             torch.manual_seed(seed)
             random.seed(seed)
         if stage in (None, 'fit'):
+            # a missing LPIPS trunk file stops the run before step 1
+            self.perceptual_net()
             if self.conf.train_mode.require_dataset_infer():
                 self.train_data = None
             else:
@@ -286,6 +289,36 @@ class LitModel(pl.LightningModule):
             return t, noise
         return t[rank::world], noise[rank::world].contiguous()
 
+    def perceptual_net(self, device=None):
+        """The frozen LPIPS network of the opt-in perceptual loss term
+        (``conf.lpips_loss_weight > 0``, image decoder only), loaded once
+        with ``metrics.load_lpips`` and moved to ``device``; None when the
+        term is off. Kept outside the module tree on purpose: not in the
+        state_dict (checkpoint keys stay official), the EMA, the optimizer
+        or DDP's gradient buckets, and ``.train()`` leaves it in eval
+        mode."""
+        c = self.conf
+        if c.lpips_loss_weight == 0 or c.train_mode != TrainMode.diffusion:
+            return None
+        net = self.__dict__.get('_lpips_loss_net')
+        if net is None:
+            path = c.lpips_loss_trunk_path
+            if path is None and c.lpips_loss_net == 'alex':
+                path = c.alexnet_weights_path
+            try:
+                net = metrics.load_lpips(path, net=c.lpips_loss_net,
+                                         setting='conf.lpips_loss_trunk_path')
+            except metrics.WeightsNotFoundError as e:
+                raise metrics.WeightsNotFoundError(
+                    f'conf.lpips_loss_weight={c.lpips_loss_weight} (the '
+                    f'perceptual loss term) needs LPIPS({c.lpips_loss_net!r})'
+                    f"'s trunk: {e}") from None
+            object.__setattr__(self, '_lpips_loss_net', net)
+        if device is not None and net.scaling_layer.shift.device != \
+                torch.device(device):
+            net.to(device)
+        return net
+
     # ------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------
@@ -307,9 +340,12 @@ class LitModel(pl.LightningModule):
             raise NotImplementedError(self.conf.train_mode)
         t, noise = self._draw_t_noise(
             x_start, self._step_generator(x_start.device, batch_idx))
-        losses = sampler.training_losses(model=model, x_start=x_start, t=t,
-                                         noise=noise)
+        losses = sampler.training_losses(
+            model=model, x_start=x_start, t=t, noise=noise,
+            perceptual=self.perceptual_net(x_start.device))
         loss = losses['loss'].mean()
+        if 'lpips' in losses:
+            self.log('lpips', losses['lpips'].mean())
         finite = bool(torch.isfinite(loss))
         if self._trainer is not None and self.trainer.world_size > 1:
             # every process stops together (else the others would hang)

@@ -16,7 +16,11 @@ local files; see ``find_weights`` for where they are looked for:
 * LPIPS (alex): torchvision's AlexNet (``alexnet-owt-7be5be79.pth``):
   argument ``path``, env ``DIFFAE_ALEXNET_WEIGHTS``, ``checkpoints/``,
   torch hub's cache. LPIPS' own linear layers ship inside the ``lpips``
-  package (``lpips/weights/v0.1/alex.pth``).
+  package (``lpips/weights/v0.1/alex.pth``). The opt-in perceptual
+  training loss (``conf.lpips_loss_net``) may also use the 'vgg'
+  (``vgg16-397923af.pth``, env ``DIFFAE_VGG16_WEIGHTS``) or 'squeeze'
+  (``squeezenet1_1-b8a52dc0.pth``, env ``DIFFAE_SQUEEZENET_WEIGHTS``)
+  trunk, looked for the same way (``LPIPS_TRUNKS``).
 
 Under ``torch.distributed`` every rank renders its share of the images and
 the results are gathered; a single process needs no process group.
@@ -33,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from choices import LPIPS_NETS
 from config import TrainConfig
 from dataset import SubsetDataset
 from diffusion import Sampler
@@ -49,10 +54,19 @@ ALEXNET_WEIGHTS_FILE = 'alexnet-owt-7be5be79.pth'
 ALEXNET_WEIGHTS_URL = ('https://download.pytorch.org/models/' +
                        ALEXNET_WEIGHTS_FILE)
 ALEXNET_WEIGHTS_ENV = 'DIFFAE_ALEXNET_WEIGHTS'
+# LPIPS net -> (torchvision weight file of its trunk, env variable, name)
+LPIPS_TRUNKS = {
+    'alex': (ALEXNET_WEIGHTS_FILE, ALEXNET_WEIGHTS_ENV, 'AlexNet'),
+    'vgg': ('vgg16-397923af.pth', 'DIFFAE_VGG16_WEIGHTS', 'VGG16'),
+    'squeeze': ('squeezenet1_1-b8a52dc0.pth', 'DIFFAE_SQUEEZENET_WEIGHTS',
+                'SqueezeNet 1.1'),
+}
+TORCHVISION_URL = 'https://download.pytorch.org/models/'
 
 __all__ = [
     'ALEXNET_WEIGHTS_FILE', 'ALEXNET_WEIGHTS_URL', 'FIDInceptionV3',
-    'FID_WEIGHTS_FILE', 'FID_WEIGHTS_URL', 'WeightsNotFoundError',
+    'FID_WEIGHTS_FILE', 'FID_WEIGHTS_URL', 'LPIPS_TRUNKS', 'TORCHVISION_URL',
+    'WeightsNotFoundError', 'lpips_trunk_file',
     'activation_statistics', 'all_gather_rows', 'calculate_frechet_distance',
     'evaluate_fid', 'evaluate_lpips', 'extract_features', 'find_weights',
     'fid_from_features', 'load_fid_inception', 'load_lpips', 'mse', 'psnr',
@@ -444,35 +458,50 @@ def psnr(img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
     return 20 * torch.log10(v_max / torch.sqrt(mse(img1, img2)))
 
 
+def lpips_trunk_file(net: str = 'alex', path: Optional[str] = None,
+                     setting: str = '') -> str:
+    """The local torchvision weight file of LPIPS(``net``)'s trunk
+    (``find_weights``; ``setting`` names the config field for ``path``)."""
+    if net not in LPIPS_TRUNKS:
+        raise ValueError(f'unknown LPIPS net {net!r}: use one of '
+                         f'{", ".join(map(repr, LPIPS_NETS))}')
+    filename, env, _ = LPIPS_TRUNKS[net]
+    return find_weights(filename, TORCHVISION_URL + filename, path, env,
+                        setting)
+
+
 def load_lpips(path: Optional[str] = None, random_init: bool = False,
-               device=None) -> nn.Module:
-    """``lpips.LPIPS(net='alex')`` without any download: the AlexNet trunk
-    is read from a local torchvision file (``path``, else see
-    ``find_weights``), the linear layers from the lpips package.
-    ``random_init`` leaves the trunk random (a stand-in for tests)."""
+               device=None, net: str = 'alex',
+               setting: str = '') -> nn.Module:
+    """``lpips.LPIPS(net=net)`` without any download, frozen and in eval
+    mode: the trunk (AlexNet by default, as the LPIPS metric) is read from
+    a local torchvision file (``path``, else see ``lpips_trunk_file``), the
+    linear layers from the lpips package. ``random_init`` leaves the trunk
+    random (a stand-in for tests). The one loader of the metric and of the
+    perceptual training loss."""
     import lpips
+    path = None if random_init else lpips_trunk_file(net, path, setting)
     with warnings.catch_warnings():
         # lpips asks torchvision with the deprecated ``pretrained`` flag
         warnings.simplefilter('ignore', UserWarning)
-        fn = lpips.LPIPS(net='alex', pretrained=True, pnet_rand=True,
+        fn = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True,
                          verbose=False)
-    if not random_init:
-        path = find_weights(ALEXNET_WEIGHTS_FILE, ALEXNET_WEIGHTS_URL, path,
-                            ALEXNET_WEIGHTS_ENV)
+    if path is not None:
         state = torch.load(path, map_location='cpu', weights_only=True)
-        _load_alexnet_features(fn.net, state)
+        _load_trunk_features(fn.net, state, LPIPS_TRUNKS[net][2], path)
     return fn.eval().requires_grad_(False).to(device)
 
 
-def _load_alexnet_features(trunk: nn.Module, state: Dict[str, torch.Tensor]):
-    """Copy torchvision AlexNet ``features.<i>.*`` weights into lpips'
-    trunk, whose parameters are ``slice<k>.<i>.*`` (same layer index)."""
+def _load_trunk_features(trunk: nn.Module, state: Dict[str, torch.Tensor],
+                         name: str, path: str):
+    """Copy torchvision ``features.<i>.*`` weights into lpips' trunk,
+    whose parameters are ``slice<k>.<i>.*`` (same layer index)."""
     with torch.no_grad():
-        for name, param in trunk.named_parameters():
-            key = 'features.' + name.split('.', 1)[1]
+        for pname, param in trunk.named_parameters():
+            key = 'features.' + pname.split('.', 1)[1]
             if key not in state or state[key].shape != param.shape:
-                raise ValueError(f'not an AlexNet state dict: {key} missing '
-                                 'or of another shape')
+                raise ValueError(f'{path} is not a torchvision {name} state '
+                                 f'dict: {key} missing or of another shape')
             param.copy_(state[key])
 
 

@@ -6,6 +6,7 @@ import warnings
 import torch
 
 import checkpoint_io
+from choices import LPIPS_NETS
 
 # fields whose difference changes what a checkpoint's weights mean
 HPARAM_FIELDS = ('T', 'beta_scheduler', 'latent_beta_scheduler', 'img_size',
@@ -53,9 +54,32 @@ def check_train_conf(conf, mode='train'):
                 f'conf.total_samples={ts} is less than one optimizer step '
                 f'(conf.batch_size x accum_batches = {per_step}): nothing '
                 'would be trained')
+    errors += _lpips_loss_errors(conf)
     if errors:
         raise ValueError('invalid training settings:\n  ' +
                          '\n  '.join(errors))
+
+
+def _lpips_loss_errors(conf):
+    """What is wrong with the opt-in perceptual loss settings."""
+    w = getattr(conf, 'lpips_loss_weight', 0.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (
+            0 <= w < float('inf')):
+        return [f'conf.lpips_loss_weight={w!r} must be a number >= 0 '
+                '(0: no perceptual term, the official loss)']
+    if w == 0:
+        return []
+    errors = []
+    net = getattr(conf, 'lpips_loss_net', 'alex')
+    if net not in LPIPS_NETS:
+        errors.append(f'conf.lpips_loss_net={net!r}: use one of '
+                      f'{", ".join(map(repr, LPIPS_NETS))}')
+    t_max = getattr(conf, 'lpips_loss_t_max', None)
+    if isinstance(t_max, bool) or not isinstance(t_max, int) or not (
+            1 <= t_max <= conf.T):
+        errors.append(f'conf.lpips_loss_t_max={t_max!r} must be an integer '
+                      f'in 1..conf.T={conf.T} (the term counts at t < it)')
+    return errors
 
 
 def _norm(v):

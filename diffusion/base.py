@@ -23,7 +23,7 @@ from config_base import BaseConfig
 from model.nn import mean_flat
 
 from .schedules import get_named_beta_schedule  # noqa: F401 (re-export)
-from .weighting import loss_weights
+from .weighting import loss_weights, perceptual_weights
 
 
 @dataclass
@@ -42,6 +42,11 @@ class GaussianDiffusionBeatGansConfig(BaseConfig):
     loss_weighting: str = 'none'
     loss_weighting_gamma: float = None
     p2_k: float = 1.0
+    # opt-in perceptual term (diffusion/weighting.py, perceptual_weights):
+    # lpips_weight * LPIPS(x_0 estimate, x_0) added to the per-sample loss
+    # at original timesteps t < lpips_t_max (None: every t); 0 is official
+    lpips_weight: float = 0.0
+    lpips_t_max: int = None
 
     def make_sampler(self):
         return GaussianDiffusionBeatGans(self)
@@ -130,6 +135,10 @@ class GaussianDiffusionBeatGans:
                                         self.alphas_cumprod,
                                         conf.model_mean_type,
                                         conf.loss_weighting_gamma, conf.p2_k)
+        # per-timestep weight of the perceptual term (None: no term)
+        self.lpips_weight = perceptual_weights(conf.lpips_weight,
+                                               self.timestep_map,
+                                               conf.lpips_t_max)
         self._device_coefs: Dict[torch.device, Dict[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------
@@ -148,9 +157,11 @@ class GaussianDiffusionBeatGans:
             c['timestep_map'] = torch.as_tensor(self.timestep_map,
                                                 dtype=torch.long,
                                                 device=device)
-            if self.loss_weight is not None:
-                c['loss_weight'] = torch.as_tensor(
-                    self.loss_weight, dtype=torch.float64).float().to(device)
+            for name in ('loss_weight', 'lpips_weight'):
+                if getattr(self, name) is not None:
+                    c[name] = torch.as_tensor(
+                        getattr(self, name),
+                        dtype=torch.float64).float().to(device)
             self._device_coefs[device] = c
         return c
 
@@ -237,12 +248,16 @@ class GaussianDiffusionBeatGans:
     # training
     # ------------------------------------------------------------------
     def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor,
-                        model_kwargs=None, noise: torch.Tensor = None):
+                        model_kwargs=None, noise: torch.Tensor = None,
+                        perceptual=None):
         """Per-sample denoising loss at timesteps ``t``.
 
         Returns a dict with 'loss' and 'mse' (shape (N,)), 'x_t' and
         'pred_xstart'. For the autoencoder, gradients reach the encoder
-        through the z_sem it computes from ``x_start``.
+        through the z_sem it computes from ``x_start``. With the opt-in
+        perceptual term (``conf.lpips_weight > 0``), ``perceptual`` is the
+        frozen LPIPS network, 'lpips' (N,) its distance and 'loss' gains
+        ``lpips_weight[t] * lpips``.
         """
         if model_kwargs is None:
             model_kwargs = {}
@@ -272,7 +287,26 @@ class GaussianDiffusionBeatGans:
         else:
             terms['loss'] = terms['mse'] * self.coefs(t.device)[
                 'loss_weight'][t]
+        if self.lpips_weight is not None:
+            terms['lpips'] = self._perceptual_distance(perceptual, x_t, t,
+                                                       model_output, x_start)
+            terms['loss'] = terms['loss'] + self.coefs(t.device)[
+                'lpips_weight'][t] * terms['lpips']
         return terms
+
+    def _perceptual_distance(self, perceptual, x_t, t, model_output,
+                             x_start):
+        """(N,) ``perceptual(x_0 estimate, x_start)``: the estimate from
+        the network's output (not detached, not clamped: clamping would
+        stop the gradient of out-of-range pixels), both in float32 with
+        autocast off (a bf16 LPIPS would drift from the metric's)."""
+        if perceptual is None:
+            raise ValueError('the perceptual loss term (lpips_weight > 0) '
+                             'needs training_losses(..., perceptual=<the '
+                             'LPIPS network>)')
+        with torch.autocast(x_t.device.type, enabled=False):
+            pred = self._predict_xstart(x_t.float(), t, model_output.float())
+            return perceptual(pred, x_start.float()).reshape(len(x_t))
 
     # ------------------------------------------------------------------
     # reverse process

@@ -16,8 +16,11 @@ For a network that predicts x_0 or v instead of eps, the weight is
 converted so that the objective stays the named one: given x_t, the eps,
 x_0 and v errors are proportional,
 ``|eps err|^2 = SNR |x0 err|^2 = SNR / (1 + SNR) |v err|^2``.
+
+The opt-in perceptual term (``perceptual_weights``) has its own weight over
+t, see its docstring and docs/perceptual_loss.md.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -73,3 +76,25 @@ def loss_weights(name: str, alphas_cumprod: np.ndarray,
     s = snr(alphas_cumprod)
     return (eps_space_weights(name, s, gamma, k)
             * target_to_eps_factor(mean_type, s))
+
+
+def perceptual_weights(weight: float, timestep_map: Sequence[int],
+                       t_max: Optional[int]) -> Optional[np.ndarray]:
+    """Weight of the LPIPS term at each step of a process whose step ``i``
+    is the original timestep ``timestep_map[i]``: ``weight`` where that
+    timestep is below ``t_max`` (every step for None), else 0; None for
+    ``weight == 0`` (no term: the official loss, bit for bit).
+
+    Only the low-noise steps count because the x_0 estimate at high noise
+    is the blurry posterior mean, which a perceptual distance would push
+    away from the MSE optimum. The same cut is made by diffusers'
+    implementation of Berrada et al. (ICLR 2025, "Boosting latent diffusion
+    with perceptual objectives"): ``--lpl_t_threshold``, default 200 of
+    1000 timesteps (docs/perceptual_loss.md says what was read).
+    """
+    if weight == 0:
+        return None
+    steps = np.asarray(timestep_map)
+    if t_max is None:
+        return np.full(len(steps), float(weight))
+    return np.where(steps < t_max, float(weight), 0.0)

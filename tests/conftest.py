@@ -149,3 +149,15 @@ def attr_dataset_and_images(dataset_cls, path, num_images):
     ds = dataset_cls(str(path), image_size=32, num_images=num_images)
     imgs = torch.stack([ds[i]['img'] for i in range(len(ds))])
     return ds, imgs
+
+
+def stand_in_alexnet(path, seed=1):
+    """A seeded random torchvision AlexNet's ``features.*`` (the part LPIPS
+    reads; the classifier would add 230 MB) saved where the real
+    ``alexnet-owt-7be5be79.pth`` would be: the trunk's stand-in."""
+    import torchvision
+    torch.manual_seed(seed)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    torch.save({k: v for k, v in state.items() if k.startswith('features.')},
+               path)
+    return str(path)

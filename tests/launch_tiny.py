@@ -4,8 +4,9 @@ place of the full ffhq256 one: ``train(conf, gpus, nodes)`` as
 
 Each process appends one JSON line per step to ``<cwd>/ranks/<rank>.jsonl``
 (rank, world, node, local rank, step, its own loss, the dataset rows it
-trained on). Checkpoints go to ``<cwd>/checkpoints`` (relative: the
-launch script must have changed into the submit folder)."""
+trained on). $LAUNCH_TEST_LPIPS_TRUNK (a stand-in AlexNet file) turns
+the perceptual loss term on. Checkpoints go to ``<cwd>/checkpoints``
+(relative: the launch script must have changed into the submit folder)."""
 import json
 import os
 import sys
@@ -31,6 +32,11 @@ def launch_conf(lmdb_path):
     conf.make_model_conf()
     conf.total_samples = conf.batch_size * STEPS
     conf.save_every_samples = conf.batch_size * STEPS
+    if os.environ.get('LAUNCH_TEST_LPIPS_TRUNK'):
+        # the perceptual loss term on, at every timestep
+        conf.lpips_loss_weight = 0.5
+        conf.lpips_loss_t_max = conf.T
+        conf.lpips_loss_trunk_path = os.environ['LAUNCH_TEST_LPIPS_TRUNK']
     return conf
 
 

@@ -207,15 +207,14 @@ def shapes_lmdb(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope='module')
-def one_process(shapes_lmdb, tmp_path_factory):
-    """The tiny training in one process (in this one, no launcher)."""
+def run_one_process(shapes_lmdb, folder, **env):
+    """The tiny training in one process (in this one, no launcher), with
+    the extra variables ``env``."""
     sys.path.insert(0, str(TESTS))
     import launch_tiny
-    folder = tmp_path_factory.mktemp('one_process')
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(clean_env())
+    os.environ.update(clean_env(**env))
     try:
         launch_tiny.run(gpus=[0], nodes=1, lmdb_path=str(shapes_lmdb),
                         folder=folder)
@@ -223,6 +222,12 @@ def one_process(shapes_lmdb, tmp_path_factory):
         os.environ.clear()
         os.environ.update(saved)
     return folder
+
+
+@pytest.fixture(scope='module')
+def one_process(shapes_lmdb, tmp_path_factory):
+    return run_one_process(shapes_lmdb,
+                           tmp_path_factory.mktemp('one_process'))
 
 
 def entry(gpus, nodes):
@@ -334,6 +339,29 @@ def test_torchrun_two_nodes_trains_like_one_process(tmp_path, shapes_lmdb,
     for rc, out in results:
         assert rc == 0, out[-6000:]
     assert_same_training(repo, one_process, world=2, nodes=2)
+
+
+def test_torchrun_with_the_lpips_term_trains_like_one_process(
+        tmp_path, shapes_lmdb, one_process):
+    """The perceptual loss term on (a stand-in AlexNet trunk): 2 torchrun
+    processes, each with its own frozen LPIPS outside DDP, give the
+    losses and weights of one process with the global batch."""
+    from conftest import stand_in_alexnet
+    trunk = stand_in_alexnet(tmp_path / 'alexnet-owt-7be5be79.pth')
+    (tmp_path / 'one_lpips').mkdir()
+    ref = run_one_process(shapes_lmdb, tmp_path / 'one_lpips',
+                          LAUNCH_TEST_LPIPS_TRUNK=trunk)
+    # the term changed the loss
+    assert [r['loss'] for r in read_ranks(ref)] != [
+        r['loss'] for r in read_ranks(one_process)]
+    repo = fake_repo(tmp_path / 'repo', 'run_tiny.py', entry([0], 1),
+                     scripts=['launch.sh'])
+    [(rc, out)] = finish([start(
+        [repo / 'launch.sh', 'run_tiny.py'], cwd=tmp_path,
+        env=clean_env(NPROC=2, LAUNCH_TEST_LMDB=shapes_lmdb,
+                      LAUNCH_TEST_LPIPS_TRUNK=trunk, OMP_NUM_THREADS=1))])
+    assert rc == 0, out[-6000:]
+    assert_same_training(repo, ref, world=2, nodes=1)
 
 
 # ----------------------------------------------------------------------
