@@ -223,3 +223,25 @@ def test_bad_setting_is_named_before_any_work(field, value):
     setattr(conf, field, value)
     with pytest.raises(ValueError, match=f'conf.{field}='):
         validation.check_train_conf(conf)
+
+
+def test_other_trunks_load_from_their_torchvision_files(tmp_path,
+                                                        monkeypatch):
+    """'squeeze' reads torchvision's SqueezeNet 1.1 file (Fire modules
+    too); 'vgg' names its own file when it is missing."""
+    import torchvision
+
+    import metrics
+    torch.manual_seed(2)
+    squeeze = torchvision.models.squeezenet1_1(weights=None)
+    path = tmp_path / 'squeezenet1_1-b8a52dc0.pth'
+    torch.save(squeeze.state_dict(), path)
+    fn = metrics.load_lpips(str(path), net='squeeze')
+    fire = dict(fn.net.slice2.named_children())['3']
+    assert torch.equal(fire.squeeze.weight, squeeze.features[3].squeeze.weight)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('DIFFAE_VGG16_WEIGHTS', raising=False)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(metrics.WeightsNotFoundError,
+                       match='vgg16-397923af.pth'):
+        metrics.load_lpips(net='vgg')
