@@ -245,3 +245,30 @@ def test_other_trunks_load_from_their_torchvision_files(tmp_path,
     with pytest.raises(metrics.WeightsNotFoundError,
                        match='vgg16-397923af.pth'):
         metrics.load_lpips(net='vgg')
+
+
+def test_lpips_runs_in_float32_inside_bf16_autocast(trunk):
+    """Under bf16-mixed the term is the float32 metric's value (a bf16
+    LPIPS would be off by about 1e-3 relative), on a stub network whose
+    output is fixed so that only the LPIPS precision can differ."""
+    from types import SimpleNamespace
+
+    import metrics
+    conf = tiny_conf(ModelMeanType.start_x, lpips_loss_weight=WEIGHT)
+    sampler = conf.make_diffusion_conf().make_sampler()
+    x0, noise, t = batch()
+    pred = torch.rand_like(x0) * 2 - 1
+
+    class Stub(torch.nn.Module):
+        def forward(self, x, t, x_start):
+            return SimpleNamespace(pred=pred.bfloat16())
+
+    fn = metrics.load_lpips(trunk)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = sampler.training_losses(Stub(), x0, t, noise=noise,
+                                      perceptual=fn)['lpips']
+    want = fn(pred.bfloat16().float(), x0).view(-1)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        in_bf16 = fn(pred.bfloat16().float(), x0).view(-1).float()
+    assert not torch.allclose(in_bf16, want, rtol=1e-4, atol=0)
