@@ -13,42 +13,18 @@ from torch.utils.data.distributed import DistributedSampler
 from choices import (Activation, GenerativeType, LossType, ManipulateLossType,
                      ManipulateMode, ModelMeanType, ModelName, ModelType,
                      ModelVarType, OptimizerType, TrainMode)
-import dataset as D
-import scenes_data
-import shapes_data
+import data_registry
 from config_base import BaseConfig
 from dataset_util import use_cached_dataset_path
-from image_check import apply_policy
 from diffusion import (PowerSampler, SpacedDiffusionBeatGansConfig,
                        UniformSampler)
 from diffusion.schedules import get_named_beta_schedule, space_timesteps
 from model import (BeatGANsAutoencConfig, BeatGANsUNetConfig, LatentNetType,
                    MLPSkipNetConfig, ModelConfig)
 
-# Where each named dataset lives (relative to the working directory, as in
-# the official code). ``data_resize_<name>.py`` makes each LMDB.
-data_paths = {
-    'ffhqlmdb256': os.path.expanduser('datasets/ffhq256.lmdb'),
-    # used for training a classifier
-    'celeba': os.path.expanduser('datasets/celeba'),
-    # used for training DPM models
-    'celebalmdb': os.path.expanduser('datasets/celeba.lmdb'),
-    'celebahq': os.path.expanduser('datasets/celebahq256.lmdb'),
-    'horse256': os.path.expanduser('datasets/horse256.lmdb'),
-    'bedroom256': os.path.expanduser('datasets/bedroom256.lmdb'),
-    'celeba_anno': os.path.expanduser(
-        'datasets/celeba_anno/list_attr_celeba.txt'),
-    'celebahq_anno': os.path.expanduser(
-        'datasets/celeba_anno/CelebAMask-HQ-attribute-anno.txt'),
-    'celeba_relight': os.path.expanduser(
-        'datasets/celeba_hq_light/celeba_light.txt'),
-    # the built-in demo dataset, generated on first use
-    'shapes': os.path.expanduser('datasets/shapes.lmdb'),
-    # the second built-in synthetic dataset (landscape scenes), also
-    # generated on first use
-    'scenes': os.path.expanduser('datasets/scenes.lmdb'),
-}
-
+# where each named dataset lives (relative to the working directory, as in
+# the official code); the registry of data_registry.py holds it
+data_paths = data_registry.data_paths
 
 # Compatibility-only names: fields of the official TrainConfig that nothing
 # in this project reads (the features they named are not part of it).
@@ -269,11 +245,7 @@ class TrainConfig(BaseConfig):
     def data_path(self):
         if self.data_dir is not None:
             return self.data_dir
-        if self.data_name not in data_paths:
-            raise KeyError(
-                f"unknown data_name '{self.data_name}': use one of "
-                f"{sorted(data_paths)} or 'imagefolder' with conf.data_dir")
-        path = data_paths[self.data_name]
+        path = data_registry.dataset_path(self.data_name)
         if self.use_cache_dataset and path is not None:
             path = use_cached_dataset_path(
                 path, f'{self.data_cache_dir}/{self.data_name}')
@@ -290,8 +262,10 @@ class TrainConfig(BaseConfig):
     # ------------------------------------------------------------------
     # diffusion processes
     # ------------------------------------------------------------------
-    def _make_diffusion_conf(self, T=None):
-        """The image diffusion with ``T`` evenly spaced steps (of self.T)."""
+    def make_diffusion_conf(self, T=None):
+        """The image diffusion with ``T`` evenly spaced steps (of self.T;
+        None: all of them, the training process)."""
+        T = self.T if T is None else T
         if self.diffusion_type != 'beatgans':
             raise NotImplementedError(
                 f"diffusion_type '{self.diffusion_type}': only 'beatgans'")
@@ -312,8 +286,10 @@ class TrainConfig(BaseConfig):
             p2_k=self.p2_k,
         )
 
-    def _make_latent_diffusion_conf(self, T=None):
-        """The latent DPM's diffusion with ``T`` steps (same full T)."""
+    def make_latent_diffusion_conf(self, T=None):
+        """The latent DPM's diffusion with ``T`` steps (of the same full
+        self.T; None: all of them)."""
+        T = self.T if T is None else T
         return SpacedDiffusionBeatGansConfig(
             train_pred_xstart_detach=self.train_pred_xstart_detach,
             gen_type=self.latent_gen_type,
@@ -330,6 +306,10 @@ class TrainConfig(BaseConfig):
             fp16=self.fp16,
         )
 
+    # the official names (the official experiment.py calls them)
+    _make_diffusion_conf = make_diffusion_conf
+    _make_latent_diffusion_conf = make_latent_diffusion_conf
+
     @property
     def model_out_channels(self):
         return 3
@@ -342,17 +322,11 @@ class TrainConfig(BaseConfig):
         raise ValueError(f"T_sampler '{self.T_sampler}': use 'uniform' "
                          "(official) or 'high_noise'")
 
-    def make_diffusion_conf(self):
-        return self._make_diffusion_conf(self.T)
-
     def make_eval_diffusion_conf(self):
-        return self._make_diffusion_conf(T=self.T_eval)
-
-    def make_latent_diffusion_conf(self):
-        return self._make_latent_diffusion_conf(T=self.T)
+        return self.make_diffusion_conf(T=self.T_eval)
 
     def make_latent_eval_diffusion_conf(self):
-        return self._make_latent_diffusion_conf(T=self.latent_T_eval)
+        return self.make_latent_diffusion_conf(T=self.latent_T_eval)
 
     # ------------------------------------------------------------------
     # data
@@ -360,48 +334,9 @@ class TrainConfig(BaseConfig):
     def make_dataset(self, path=None, **kwargs):
         """The training dataset named by ``data_name`` (at ``path`` or
         ``data_path``)."""
-        path = path or self.data_path
-        name = self.data_name
-        if name == 'ffhqlmdb256':
-            return D.FFHQlmdb(path=path, image_size=self.img_size, **kwargs)
-        if name == 'horse256':
-            return D.Horse_lmdb(path=path, image_size=self.img_size, **kwargs)
-        if name == 'bedroom256':
-            # (the reference reads bedrooms with the horse class, issue #58;
-            # same format, named right here)
-            return D.Bedroom_lmdb(path=path, image_size=self.img_size,
-                                  **kwargs)
-        if name == 'celebalmdb':
-            # always the D2C crop
-            return D.CelebAlmdb(path=path, image_size=self.img_size,
-                                original_resolution=None, crop_d2c=True,
-                                **kwargs)
-        if name == 'celebahq':
-            return D.CelebHQlmdb(path=path, image_size=self.img_size,
-                                 **kwargs)
-        if name == 'shapes':
-            return shapes_data.ShapesDataset(path=path,
-                                             image_size=self.img_size,
-                                             **kwargs)
-        if name == 'scenes':
-            return scenes_data.ScenesDataset(path=path,
-                                             image_size=self.img_size,
-                                             **kwargs)
-        if name == 'imagefolder':
-            if path is None:
-                raise ValueError(
-                    "data_name='imagefolder' needs conf.data_dir = "
-                    "'<folder of images>'")
-            kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp', 'JPG',
-                                       'JPEG', 'PNG'])
-            kwargs.setdefault('sort_names', True)
-            return apply_policy(D.ImageDataset(
-                path, image_size=self.img_size, **kwargs), self.bad_images,
-                self.logdir)
-        raise NotImplementedError(
-            f"no dataset for data_name '{name}': use one of 'ffhqlmdb256', "
-            "'celebalmdb', 'celebahq', 'horse256', 'bedroom256', 'shapes', "
-            "'scenes', or 'imagefolder' with conf.data_dir")
+        return data_registry.make_dataset(
+            self.data_name, path or self.data_path, self.img_size,
+            bad_images=self.bad_images, logdir=self.logdir, **kwargs)
 
     def make_loader(self, dataset, shuffle: bool, num_worker: int = None,
                     drop_last: bool = True, batch_size: int = None,

@@ -31,7 +31,7 @@ import metrics
 import renderer
 from config import is_time
 from dist_utils import all_gather_rows
-from inference import eval_mode
+from tensor_util import eval_mode
 from lmdb_writer import LMDBImageWriter
 
 GRAMMAR = ('infer | infer+render<T> | fid<T> | fid(<T>,<T_latent>) | '

@@ -15,7 +15,6 @@ give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
     img = model.render(xT, cond, T=20)
 """
 import os
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -26,43 +25,8 @@ import renderer
 import validation
 from config import TrainConfig
 from diffusion import Sampler
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode for a with-block; the model's mode is restored after
-    (also when the block raises)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def missing_latents_message(conf: TrainConfig) -> str:
-    """What to run when a latent model's ``latent.pkl`` is missing."""
-    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
-            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
-            "running the 'infer' eval program on the autoencoder template, "
-            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
-            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
-            "checkpoints/<autoencoder name>/latent.pkl).")
-
-
-def znormalize(cond, mean, std):
-    """z_sem into the normalised space of ``mean``/``std`` (latent DPM and
-    classifier); identity when there are no statistics."""
-    if mean is None:
-        return cond
-    return (cond - mean.to(cond.device)) / std.to(cond.device)
-
-
-def zdenormalize(cond, mean, std):
-    """Inverse of :func:`znormalize`."""
-    if mean is None:
-        return cond
-    return cond * std.to(cond.device) + mean.to(cond.device)
+from tensor_util import eval_mode, zdenormalize, znormalize
+from validation import missing_latents_message
 
 
 class DiffAEWeights(nn.Module):
@@ -157,14 +121,14 @@ class DiffAE:
         """The DDIM sampler of ``T`` steps (None: conf.T_eval)."""
         if T is None:
             return self.eval_sampler
-        return self.conf._make_diffusion_conf(T).make_sampler()
+        return self.conf.make_diffusion_conf(T).make_sampler()
 
     def latent_sampler(self, T: Optional[int] = None) -> Sampler:
         """The latent DPM's sampler of ``T`` steps (None:
         conf.latent_T_eval)."""
         if T is None:
             return self.eval_latent_sampler
-        return self.conf._make_latent_diffusion_conf(T).make_sampler()
+        return self.conf.make_latent_diffusion_conf(T).make_sampler()
 
     # -- z_sem normalisation (latent models) ---------------------------------
     def normalize(self, cond):
@@ -228,3 +192,9 @@ class DiffAE:
         return (renderer.interpolate(self.ema_model, self.sampler(T), cond_a,
                                      xT_a, cond_b, xT_b, alphas,
                                      progress=progress) + 1) / 2
+
+
+# eval_mode, znormalize, zdenormalize (tensor_util) and
+# missing_latents_message (validation) are importable from here as before
+__all__ = ['DiffAE', 'DiffAEWeights', 'eval_mode', 'znormalize',
+           'zdenormalize', 'missing_latents_message']

@@ -38,7 +38,7 @@ from dataset import SubsetDataset
 from diffusion import Sampler
 from dist_utils import (all_gather_rows, broadcast, chunk_size, get_rank,
                         get_world_size)
-from inference import eval_mode
+from tensor_util import eval_mode
 from renderer import encode_stochastic, render_condition, render_uncondition
 
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'

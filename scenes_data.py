@@ -9,8 +9,10 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
+from choices import ManipulateMode
 from generated_data import (GeneratedAttrDataset, GeneratedLMDBDataset,
-                            read_generated_meta, write_generated_lmdb)
+                            read_generated_meta, register_demo,
+                            write_generated_lmdb)
 
 # sky: a vertical gradient from the top colour (darker, more saturated) to
 # the horizon colour (lighter); the four differ clearly in mean colour
@@ -408,6 +410,8 @@ def scene_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
 # each sky, and the horizon height
 SCENE_MANIPULATIONS = ([('sky', c, i) for i, c in enumerate(SCENE_SKIES)]
                        + [('high_horizon', 'high_horizon', 1)])
+# data_name='scenes' and manipulate_mode=scenes_all (data_registry)
+register_demo(ScenesDataset, ScenesAttrDataset, ManipulateMode.scenes_all)
 
 __all__ = [
     'ScenesDataset', 'ScenesAttrDataset', 'make_scenes_lmdb',

@@ -21,6 +21,16 @@ HPARAM_FIELDS = ('T', 'beta_scheduler', 'latent_beta_scheduler', 'img_size',
 TARGET_KEY = 'prediction_target'
 
 
+def missing_latents_message(conf) -> str:
+    """What to run when a latent model's ``latent.pkl`` is missing."""
+    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
+            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
+            "running the 'infer' eval program on the autoencoder template, "
+            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
+            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
+            "checkpoints/<autoencoder name>/latent.pkl).")
+
+
 def _positive_int(conf, field, errors):
     v = getattr(conf, field, None)
     if v is None:
