@@ -153,10 +153,7 @@ class LitModel(pl.LightningModule):
         (default: ``<logdir>/last.ckpt``), verified key by key."""
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         model = cls(conf)
-        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
-        checkpoint_io.load_state_verified(model, state['state_dict'],
-                                          source=f'checkpoint {path}')
+        validation.load_verified(model, conf, path, map_location)
         model.eval()
         return model
 
@@ -585,10 +582,7 @@ def evaluate(conf: TrainConfig, trainer: pl.Trainer, n_proc: int,
     model = model or LitModel(conf)
     eval_path = conf.eval_path or os.path.join(conf.logdir, 'last.ckpt')
     print('loading from:', eval_path)
-    state = checkpoint_io.load_checkpoint(eval_path, what='eval_path')
-    validation.warn_if_hparams_differ(state, conf, f'checkpoint {eval_path}')
-    checkpoint_io.load_state_verified(model, state['state_dict'],
-                                      source=f'checkpoint {eval_path}')
+    state = validation.load_verified(model, conf, eval_path, what='eval_path')
     # a one-batch loader so that test_step runs once on every process
     dummy = DataLoader(TensorDataset(torch.zeros(n_proc)), batch_size=1)
     out = trainer.test(model, dataloaders=dummy, verbose=False)

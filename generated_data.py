@@ -107,7 +107,7 @@ class GeneratedLMDBDataset(LMDBImages):
     generated when ``num_images`` is not given; a warning says so when the
     LMDB at ``default_path`` holds another count), ``make_lmdb`` (``(path,
     num_images, seed=...) -> path``) and ``read_meta`` (``path -> the
-    attributes record``), and give ``__init__`` their default path.
+    attributes record``); ``path`` defaults to their ``default_path``.
 
     ``num_images`` / ``seed``: used when generating (default
     ``default_count`` / 0); when given and the LMDB at ``path`` was made
@@ -121,11 +121,11 @@ class GeneratedLMDBDataset(LMDBImages):
     make_lmdb: Callable = None
     read_meta: Callable = None
 
-    def __init__(self, path, image_size=32, num_images: int = None,
+    def __init__(self, path=None, image_size=32, num_images: int = None,
                  seed: int = None, do_augment: bool = False,
                  do_transform: bool = True, do_normalize: bool = True,
                  **kwargs):
-        path = os.fspath(path)
+        path = os.fspath(self.default_path if path is None else path)
         self.image_size = image_size
         make = functools.partial(
             type(self).make_lmdb,

@@ -20,13 +20,20 @@ from typing import Optional
 import torch
 from torch import nn
 
-import checkpoint_io
 import renderer
 import validation
 from config import TrainConfig
+from dataset import make_transform
+from dataset_util import to_rgb
 from diffusion import Sampler
 from tensor_util import eval_mode, zdenormalize, znormalize
 from validation import missing_latents_message
+
+
+def to_model_input(img, size: int) -> torch.Tensor:
+    """A PIL image -> (3, size, size) tensor in [-1, 1]: resized and
+    center-cropped to ``size`` (the datasets' own transform, no flip)."""
+    return make_transform(size, flip_prob=0)(to_rgb(img))
 
 
 class DiffAEWeights(nn.Module):
@@ -70,19 +77,16 @@ class DiffAE:
         verified; the training-only weights are not loaded."""
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         weights = DiffAEWeights(conf)
-        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
         # what this template uses of the file: a latent model's checkpoint
         # also serves as a plain autoencoder (its latent net and statistics
         # are then left out), as the official pretrain does
         drop = () if hasattr(weights.ema_model, 'latent_net') else (
             'ema_model.latent_net.', )
         stats = {'conds_mean', 'conds_std'} & set(weights.state_dict())
-        checkpoint_io.load_state_verified(
-            weights, {k: v for k, v in state['state_dict'].items()
-                      if k in stats or k.startswith('ema_model.')
-                      and not k.startswith(drop)},
-            source=f'checkpoint {path}')
+        validation.load_verified(
+            weights, conf, path, map_location,
+            keep=lambda k: k in stats or k.startswith('ema_model.')
+            and not k.startswith(drop))
         model = cls(conf, weights)
         model.source = path
         return model
@@ -196,5 +200,5 @@ class DiffAE:
 
 # eval_mode, znormalize, zdenormalize (tensor_util) and
 # missing_latents_message (validation) are importable from here as before
-__all__ = ['DiffAE', 'DiffAEWeights', 'eval_mode', 'znormalize',
-           'zdenormalize', 'missing_latents_message']
+__all__ = ['DiffAE', 'DiffAEWeights', 'to_model_input', 'eval_mode',
+           'znormalize', 'zdenormalize', 'missing_latents_message']

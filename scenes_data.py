@@ -206,13 +206,6 @@ class ScenesDataset(GeneratedLMDBDataset):
     make_lmdb = staticmethod(make_scenes_lmdb)
     read_meta = staticmethod(read_scenes_meta)
 
-    def __init__(self, path=default_path,
-                 image_size=32, num_images: int = None, seed: int = None,
-                 do_augment: bool = False, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        super().__init__(path, image_size, num_images, seed, do_augment,
-                         do_transform, do_normalize, **kwargs)
-
 
 class ScenesAttrDataset(ScenesDataset, GeneratedAttrDataset):
     """:class:`ScenesDataset` with binary labels in ``id_to_cls`` order

@@ -199,13 +199,6 @@ class ShapesDataset(GeneratedLMDBDataset):
     make_lmdb = staticmethod(make_shapes_lmdb)
     read_meta = staticmethod(read_shapes_meta)
 
-    def __init__(self, path=default_path,
-                 image_size=32, num_images: int = None, seed: int = None,
-                 do_augment: bool = False, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        super().__init__(path, image_size, num_images, seed, do_augment,
-                         do_transform, do_normalize, **kwargs)
-
 
 class ShapesAttrDataset(ShapesDataset, GeneratedAttrDataset):
     """:class:`ShapesDataset` with binary labels in ``id_to_cls`` order

@@ -114,6 +114,24 @@ def warn_if_hparams_differ(state_or_path, conf, source=None):
     return diffs
 
 
+
+def load_verified(module, conf, path, map_location='cpu',
+                  what='checkpoint', keep=None):
+    """Load the checkpoint ``path`` into ``module`` (a LitModel, a
+    DiffAEWeights): a warning when its saved hyper-parameters differ from
+    ``conf``, then its weights -- only the keys ``keep(key)`` accepts,
+    when given -- with every key of ``module`` checked
+    (checkpoint_io.load_state_verified). Returns the checkpoint."""
+    state = checkpoint_io.load_checkpoint(path, map_location=map_location,
+                                          what=what)
+    warn_if_hparams_differ(state, conf, f'checkpoint {path}')
+    weights = state['state_dict']
+    if keep is not None:
+        weights = {k: v for k, v in weights.items() if keep(k)}
+    checkpoint_io.load_state_verified(module, weights,
+                                      source=f'checkpoint {path}')
+    return state
+
 def load_latents(path, style_ch: int):
     """``latent.pkl`` checked: a dict with 'conds' (N, style_ch),
     'conds_mean' and 'conds_std' (style_ch values each)."""

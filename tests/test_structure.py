@@ -38,6 +38,10 @@ FUNCTION_IMPORT_ALLOWED = {
     ('templates_cls:__getattr__', 'experiment_classifier'):
         'PEP 562 lazy re-export: `from templates_cls import *` must not '
         'import Lightning',
+    ('metrics:__getattr__', 'evaluation'):
+        'PEP 562 lazy re-export of the official metrics.evaluate_fid / '
+        'evaluate_lpips, whose loops live in evaluation.py (which imports '
+        'metrics)',
 }
 
 
