@@ -95,15 +95,11 @@ class ClsModel(pl.LightningModule):
         mode. ``path`` may be a ``.safetensors`` file of
         :func:`export_classifier`: its metadata rebuilds the config (a
         ``conf`` given with it must agree)."""
-        if isinstance(conf, (str, os.PathLike)) and path is None:
-            conf, path = None, conf
-        if path is not None and checkpoint_io.is_safetensors(path):
+        conf, path, is_file = weights_file.resolve_source(
+            conf, path, 'classifier template')
+        if is_file:
             conf, state, _ = weights_file.read_weights(path, conf,
                                                        'classifier')
-        elif conf is None:
-            raise ValueError(
-                f'{path or "a checkpoint"}: a .ckpt needs its classifier '
-                'template (conf); only a .safetensors export names its own')
         else:
             path = path or os.path.join(conf.logdir, 'last.ckpt')
             state = checkpoint_io.load_checkpoint(path)['state_dict']

@@ -131,19 +131,14 @@ class DiffAE:
         (``DiffAE.from_checkpoint('model.safetensors')``): its metadata
         rebuilds the config; a ``conf`` given with it must agree (else the
         fields that differ are listed)."""
-        if isinstance(conf, (str, os.PathLike)) and path is None:
-            conf, path = None, conf
-        if path is not None and checkpoint_io.is_safetensors(path):
+        conf, path, is_file = weights_file.resolve_source(conf, path)
+        if is_file:
             given = conf
             conf, state, meta = weights_file.read_weights(
                 path, conf, 'autoencoder', map_location)
             weights = DiffAEWeights(conf, None if given is not None else
                                     meta.get('latent_stats') == 'yes')
             source = f'weights file {path}'
-        elif conf is None:
-            raise ValueError(
-                f'{path or "a checkpoint"}: a .ckpt needs its template '
-                '(conf); only a .safetensors export names its own')
         else:
             path = path or os.path.join(conf.logdir, 'last.ckpt')
             weights = DiffAEWeights(conf)

@@ -186,6 +186,20 @@ def _check_meta(path, meta, kind):
                                f'config ({e}); export it again') from None
 
 
+def resolve_source(conf, path, what='template'):
+    """(conf, path, whether ``path`` is a weights file) of a
+    ``from_checkpoint(conf, path)`` call: a path given alone (as ``conf``)
+    moves to ``path``; a ``.ckpt`` needs its template."""
+    if isinstance(conf, (str, os.PathLike)) and path is None:
+        conf, path = None, conf
+    is_file = path is not None and checkpoint_io.is_safetensors(path)
+    if conf is None and not is_file:
+        raise ValueError(f'{path or "a checkpoint"}: a .ckpt needs its '
+                         f'{what} (conf); only a .safetensors export names '
+                         'its own')
+    return conf, path, is_file
+
+
 def _check_target(path, meta, conf):
     wanted = conf.beatgans_model_mean_type.value
     if meta.get('prediction_target') != wanted:
