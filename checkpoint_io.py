@@ -104,6 +104,11 @@ def load_checkpoint(path, map_location='cpu', what='checkpoint',
         raise FileNotFoundError(
             f'{what} not found: {path}. Train with train(conf, gpus) or '
             f'download the official checkpoint into {path.parent}/')
+    if path.suffix == '.safetensors':
+        raise CheckpointLoadError(
+            f'{path} is a .safetensors weights file (EMA weights only, no '
+            f'training state), not a {what}: load it with '
+            'DiffAE.from_checkpoint(path) or ClsModel.from_checkpoint(path)')
     try:
         # mmap: a lazy read, cheap for checking a large file
         mmap = mmap and zipfile.is_zipfile(path)

@@ -328,3 +328,10 @@ def test_web_page_loads_an_export_by_its_own_template(exported):
         ckpt=exported[3], cls_template=None, latent_template=None))
     assert m.autoenc.conf.name == exported[0]
     assert m.autoenc.source == exported[3]
+
+
+def test_training_model_refuses_the_file_and_says_what_loads_it(exported):
+    from experiment import LitModel
+    with pytest.raises(checkpoint_io.CheckpointLoadError,
+                       match=r'EMA weights only.*DiffAE\.from_checkpoint'):
+        LitModel.from_checkpoint(exported[1], exported[3])
