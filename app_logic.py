@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import align
+import checkpoint_io
 import renderer
 from experiment_classifier import ClsModel
 from inference import to_model_input
@@ -85,14 +86,21 @@ class Models:
         return '\n'.join(lines)
 
 
+def _own(conf, path):
+    """The template to load ``path`` with: none for a .safetensors export
+    (its metadata names its own; the page's template defaults need not
+    agree with it)."""
+    return None if checkpoint_io.is_safetensors(path) else conf
+
+
 def _found(m: 'Models', part: str, template: str, ckpt: Optional[str],
            what: str, option: str):
-    """(conf, checkpoint path) of one part of the page, or None with the
-    reason in ``m.problems`` when the file is missing."""
+    """(conf to load with, checkpoint path) of one part of the page, or
+    None with the reason in ``m.problems`` when the file is missing."""
     conf = template_conf(template, m.settings.base_dir)
     path = checkpoint_of(conf, ckpt)
     if os.path.isfile(path):
-        return conf, path
+        return _own(conf, path), path
     m.problems[part] = (f'{what} not found: {path} (run `make demo` to make '
                         f'the demo files, or pass {option})')
     return None
