@@ -5,7 +5,8 @@
 The folder: the face photos of tests/photos, each copied ``--copies``
 times (align.py writes one 256x256 PNG per photo). Each ``--jobs`` value
 aligns the whole folder in turn, twice, interleaved (1, 2, 1, 2): the
-figure is the faster of the two. Then, per photo: dlib's detection +
+figure is the faster of the two (each run also gives the process's CPU
+seconds per photo). Then, per photo: dlib's detection +
 landmarks, and the FFHQ transform at the official 4096 px against 1024 px
 (how much of the time the 4096-px quad transform is, and how far a
 smaller one would move the pixels: align.py keeps 4096). Needs dlib and
@@ -43,16 +44,18 @@ def cpu_line():
 
 
 def folder_rate(detector, src, jobs):
+    """(photos per second, CPU seconds per photo) of align_folder."""
     out = tempfile.mkdtemp()
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         written, problems = align.align_folder(src, out, detector,
                                                jobs=jobs)
         took = time.perf_counter() - start
+        cpu = time.process_time() - cpu
     finally:
         shutil.rmtree(out)
     assert not problems, problems
-    return len(written) / took
+    return len(written) / took, cpu / len(written)
 
 
 def split(detector, name):
@@ -90,9 +93,10 @@ def main(argv=None):
             for j in args.jobs:
                 rates[j].append(folder_rate(detector, src, j))
         for j in args.jobs:
-            print(f'--jobs {j}: {max(rates[j]):.2f} photos/s '
+            print(f'--jobs {j}: {max(r for r, _ in rates[j]):.2f} photos/s '
                   f'({n} photos; runs: '
-                  + ', '.join(f'{r:.2f}' for r in rates[j]) + ')')
+                  + ', '.join(f'{r:.2f} photos/s, {c:.2f} CPU s/photo'
+                              for r, c in rates[j]) + ')')
     finally:
         shutil.rmtree(src)
     for name in FACES:
