@@ -181,13 +181,16 @@ def served(demo, tmp_path_factory):
             proc.wait(timeout=20)
 
 
-def open_page(pw, served):
+def open_page(pw, served, upload):
+    """(browser, page) of the served page with ``upload`` as the image."""
     url, browser_exe = served
     browser = pw.chromium.launch(executable_path=browser_exe, headless=True,
                                  args=['--no-sandbox'])
     page = browser.new_page(viewport={'width': 1280, 'height': 800})
     page.set_default_timeout(60_000)
     page.goto(url)
+    page.locator('#img_a input[type=file]').set_input_files(str(upload))
+    page.locator('#img_a img').wait_for()
     return browser, page
 
 
@@ -204,11 +207,8 @@ def test_page_in_headless_chromium(demo, served, tmp_path):
     upload = tmp_path / 'shape.png'
     shape_image(demo, 2).save(upload)
     with sync_playwright() as pw:
-        browser, page = open_page(pw, served)
+        browser, page = open_page(pw, served, upload)
         try:
-            page.locator('#img_a input[type=file]').set_input_files(
-                str(upload))
-            page.locator('#img_a img').wait_for()
             page.get_by_role('button', name='Reconstruct').click()
             rec_img = page.locator('#recon img')
             rec_img.wait_for()
@@ -254,11 +254,8 @@ def test_page_aligns_the_main_face_of_a_real_photo(served, tmp_path):
         pytest.skip(f'the real face detector is not installed: {e}')
     upload = ROOT / 'tests' / 'photos' / 'astronaut.jpg'
     with sync_playwright() as pw:
-        browser, page = open_page(pw, served)
+        browser, page = open_page(pw, served, upload)
         try:
-            page.locator('#img_a input[type=file]').set_input_files(
-                str(upload))
-            page.locator('#img_a img').wait_for()
             page.get_by_label('Align the face first').check()
             page.get_by_role('button', name='Reconstruct').click()
             expect(page.locator('#align_note')).to_contain_text(
