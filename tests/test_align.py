@@ -85,7 +85,17 @@ def test_eyes_land_where_the_ffhq_recipe_puts_them(scale, angle, size,
         assert abs(cx - x) < 1 and abs(cy - y) < 1, (colour, cx, cy)
 
 
-def test_no_face_says_so_and_several_faces_align_the_main_one():
+@pytest.fixture
+def small_transform(monkeypatch):
+    """The FFHQ transform at 64 px instead of 4096 (these tests check which
+    faces are aligned, not the pixels of the recipe: see above)."""
+    full = align.align_image
+    monkeypatch.setattr(align, 'align_image', lambda img, lm, size=256: full(
+        img, lm, size, transform_size=64))
+
+
+def test_no_face_says_so_and_several_faces_align_the_main_one(
+        small_transform):
     img = Image.new('RGB', (64, 64))
     lm = face_landmarks((20, 25), (44, 25), (24, 45), (40, 45))
     other = face_landmarks((10, 10), (30, 12), (12, 30), (28, 31))
@@ -110,7 +120,8 @@ def test_no_face_says_so_and_several_faces_align_the_main_one():
                           np.asarray(align.align_image(img, other, 32)))
 
 
-def test_folder_writes_the_main_face_and_reports_the_rest(tmp_path, capsys):
+def test_folder_writes_the_main_face_and_reports_the_rest(tmp_path, capsys,
+                                                          small_transform):
     src = tmp_path / 'imgs'
     src.mkdir()
     lm = face_landmarks((20, 25), (44, 25), (24, 45), (40, 45))
