@@ -217,6 +217,12 @@ class TrainConfig(BaseConfig):
     # stops before training and lists them all; 'skip' leaves them out
     # (one warning, the list in <logdir>/bad_images.txt)
     bad_images: str = 'error'
+    # GPU math (nothing changes on a CPU): TF32 matmuls and convolutions on
+    # GPUs that have them (Ampere and later; the official code's torch 1.8
+    # had both on by default); False keeps full float32. cudnn_benchmark
+    # lets cuDNN time its kernels once for the fixed training shapes
+    tf32: bool = True
+    cudnn_benchmark: bool = True
 
     def __post_init__(self):
         self.batch_size_eval = self.batch_size_eval or self.batch_size

@@ -84,6 +84,7 @@ class LitModel(pl.LightningModule):
             'x_T', torch.randn(conf.sample_size, 3, conf.img_size,
                                conf.img_size))
 
+        self._nonfinite = NonFiniteWatch()
         self.conds = None
         if conf.latent_infer_path is not None:
             self._load_latent_stats(conf.latent_infer_path)
@@ -310,17 +311,8 @@ class LitModel(pl.LightningModule):
         losses = sampler.training_losses(model=model, x_start=x_start, t=t,
                                          noise=noise)
         loss = losses['loss'].mean()
-        finite = bool(torch.isfinite(loss))
-        if self._trainer is not None and self.trainer.world_size > 1:
-            # every process stops together (else the others would hang)
-            finite = self.trainer.strategy.reduce_boolean_decision(finite,
-                                                                   all=True)
-        if not finite:
-            raise FloatingPointError(
-                f'training loss is {loss.item()} at step {self.global_step} '
-                f'({self.num_samples} samples); stopping. The last good '
-                f'checkpoint in {self.conf.logdir} is kept. Try a lower '
-                'conf.lr, conf.grad_clip > 0 or 32-bit precision.')
+        # remembered on the device: reading it here would stall every step
+        self._nonfinite.note(loss, self.global_step)
         self.log('loss', loss, prog_bar=True)
         return loss
 
@@ -333,13 +325,43 @@ class LitModel(pl.LightningModule):
                        self.conf.ema_decay)
         else:
             ema_update(self.model, self.ema_model, self.conf.ema_decay)
+        if self.global_step % self._nonfinite.every == 0:
+            self._check_finite()
         if self.conf.sample_every_samples > 0 and is_time(
                 self.num_samples, self.conf.sample_every_samples,
                 self.conf.batch_size_effective):
+            self._check_finite()
             imgs = (None if self.conf.train_mode.require_dataset_infer() else
                     batch['img'])
             self.log_sample(x_start=imgs)
         self._maybe_evaluate()
+
+    def _check_finite(self):
+        """Stop (every process together) if a training loss since the
+        start was not finite; one host read of the device-side record.
+        Runs every ``NonFiniteWatch.every`` steps, before sample grids
+        and before every checkpoint, so no checkpoint after the bad step
+        is written."""
+        bad_step, bad_loss = self._nonfinite.first_bad()
+        finite = bad_step is None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together (else the others would hang)
+            finite = self.trainer.strategy.reduce_boolean_decision(finite,
+                                                                   all=True)
+        if finite:
+            return
+        where = (f'{bad_loss} at step {bad_step} '
+                 f'({bad_step * self.conf.batch_size_effective} samples)'
+                 if bad_step is not None else 'not finite on another '
+                 'process')
+        raise FloatingPointError(
+            f'training loss is {where}; stopping at step '
+            f'{self.global_step}. The last good checkpoint in '
+            f'{self.conf.logdir} is kept. Try a lower conf.lr, '
+            'conf.grad_clip > 0 or 32-bit precision.')
+
+    def on_train_end(self):
+        self._check_finite()
 
     def _maybe_evaluate(self):
         evaluation.evaluate_during_training(self)
@@ -378,6 +400,8 @@ class LitModel(pl.LightningModule):
             self.ema_model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint):
+        # never a checkpoint of weights updated by a non-finite loss
+        self._check_finite()
         # what the decoder's output means (hyper_parameters leave enums
         # out, as the reference does); a file without it predicts eps
         checkpoint[validation.TARGET_KEY] = \
@@ -510,6 +534,36 @@ class LitModel(pl.LightningModule):
         (also under DDP), as a float32 (N, C) tensor on the CPU."""
         return evaluation.infer_whole_dataset(self, with_render, T_render,
                                               render_save_path)
+
+
+class NonFiniteWatch:
+    """The first training step whose loss is not finite, kept on the
+    loss's device: ``note`` queues two tiny device ops and never waits for
+    the GPU; ``first_bad`` reads the record on the host (one sync), which
+    LitModel does every ``every`` optimizer steps and before writing
+    anything (the official code has no such check)."""
+
+    every = 100
+
+    def __init__(self):
+        self.step = None  # -1 while every loss was finite
+        self.loss = None
+
+    def note(self, loss: torch.Tensor, step: int):
+        loss = loss.detach().float()
+        if self.step is None or self.step.device != loss.device:
+            self.step = torch.full((), -1, dtype=torch.long,
+                                   device=loss.device)
+            self.loss = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self.step < 0)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss, self.loss)
+
+    def first_bad(self):
+        """(step, loss) of the first non-finite loss, or (None, None)."""
+        if self.step is None or int(self.step) < 0:
+            return None, None
+        return int(self.step), float(self.loss)
 
 
 def _float_tensors(module: torch.nn.Module):
@@ -777,6 +831,9 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         evaluation.parse_programs(conf.eval_programs)  # typos fail first
     accelerator, devices, nodes, n_proc = resolve_processes(
         conf, gpus, nodes, accelerator)
+    if accelerator == 'gpu':
+        rank_zero_info(hardware.configure_gpu_math(conf.tf32,
+                                                   conf.cudnn_benchmark))
     model = LitModel(conf)
     trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
                            precision, max_steps, callbacks, **trainer_kwargs)
@@ -790,4 +847,4 @@ __all__ = ['LitModel', 'train', 'evaluate', 'ema_update', 'WarmupLR',
            'LRSchedule',
            'is_time', 'resolve_devices', 'resolve_precision',
            'resolve_processes', 'choose_resume', 'make_trainer',
-           'StepProgressBar']
+           'StepProgressBar', 'NonFiniteWatch']

@@ -185,3 +185,20 @@ def prefers_channels_last(device_type: str) -> bool:
     native bf16) 0.61 vs 0.74 s; cuDNN's autocast kernels are NHWC too.
     Other devices (e.g. mps): not measured, left NCHW."""
     return device_type in ('cpu', 'cuda')
+
+
+def configure_gpu_math(tf32: bool = True, benchmark: bool = True) -> str:
+    """Process-wide CUDA math settings of a training run (``conf.tf32``,
+    ``conf.cudnn_benchmark``); returns what was set, for the log.
+
+    TF32 runs float32 matmuls and convolutions on the tensor cores of
+    Ampere and later GPUs (10-bit mantissa products, float32 sums); older
+    GPUs and CPUs ignore it. The legacy ``allow_tf32`` switches are used
+    on purpose: Lightning reads ``torch.get_float32_matmul_precision()``,
+    which raises once the newer ``fp32_precision`` API was mixed in."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.benchmark = bool(benchmark)
+    return (f'GPU math: TF32 matmul/conv {"on" if tf32 else "off"} '
+            f'(conf.tf32), cudnn.benchmark {"on" if benchmark else "off"} '
+            '(conf.cudnn_benchmark)')
