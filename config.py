@@ -223,6 +223,14 @@ class TrainConfig(BaseConfig):
     # lets cuDNN time its kernels once for the fixed training shapes
     tf32: bool = True
     cudnn_benchmark: bool = True
+    # opt-in torch.compile of the networks (the autoencoder/UNet and the
+    # latent net) for training and sampling, in place (nn.Module.compile):
+    # checkpoint and EMA keys stay the official ones, no '_orig_mod.'. The
+    # first steps pay the compile time (docs/gpu.md: when it pays)
+    compile: bool = False
+    # its torch.compile backend: 'inductor' (fused generated kernels) or
+    # 'aot_eager' (traces the graphs without generating code: no speed-up)
+    compile_backend: str = 'inductor'
 
     def __post_init__(self):
         self.batch_size_eval = self.batch_size_eval or self.batch_size

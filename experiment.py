@@ -67,6 +67,10 @@ class LitModel(pl.LightningModule):
             # only the latent DPM trains; the autoencoder stays frozen
             self.model.requires_grad_(False)
             self.model.latent_net.requires_grad_(True)
+        if conf.compile:
+            # in place: the state-dict keys stay the official ones
+            hardware.compile_in_place(self.model, conf.compile_backend)
+            hardware.compile_in_place(self.ema_model, conf.compile_backend)
 
         # training samplers; the eval ones belong to the inference object
         self.sampler = conf.make_diffusion_conf().make_sampler()

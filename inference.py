@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import checkpoint_io
+import hardware
 import renderer
 import validation
 from config import TrainConfig
@@ -76,6 +77,9 @@ class DiffAEWeights(nn.Module):
         self.ema_model = conf.make_model_conf().make_model()
         self.ema_model.requires_grad_(False)
         self.ema_model.eval()
+        if conf.compile:
+            # in place: the keys stay those of the checkpoints
+            hardware.compile_in_place(self.ema_model, conf.compile_backend)
         if conf.latent_infer_path is not None:
             nan = torch.full((1, conf.style_ch), float('nan'))
             self.register_buffer('conds_mean', nan.clone())

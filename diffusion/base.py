@@ -175,8 +175,9 @@ class GaussianDiffusionBeatGans:
                if self.conf.fp16 and x.device.type == 'cuda' else
                nullcontext())
         with ctx:
-            return model.forward(x=x, t=self._scale_timesteps(t),
-                                 **model_kwargs)
+            # through __call__ (the official code calls .forward, the same
+            # computation): a compiled model (conf.compile) compiles it
+            return model(x=x, t=self._scale_timesteps(t), **model_kwargs)
 
     # ------------------------------------------------------------------
     # forward process and posterior
