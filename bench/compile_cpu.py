@@ -8,7 +8,8 @@ one run (bench/train_step.py does the timing).
 ``--model tiny`` is the golden tiny autoencoder (32 px, 1.3M parameters,
 tests/golden); any other name is a template. Prints train_step's JSON
 lines, then one line per part (train, render) with the compile overhead
-(first-call seconds, compiled minus eager), the seconds per step or
+(first-call seconds, compiled minus eager; run it with a fresh
+TORCHINDUCTOR_CACHE_DIR for a cold compile), the seconds per step or
 render of each, and the number of steps (renders) after which the
 compiled run is ahead: overhead / (eager - compiled), or null when the
 compiled one is not faster.
@@ -44,11 +45,16 @@ def main(argv=None):
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--backend', default='inductor')
+    p.add_argument('--parts', default='train,render',
+                   help='train and/or render')
     args = p.parse_args(argv)
     conf = gpu_check.golden_conf() if args.model == 'tiny' else None
+    parts = args.parts.split(',')
+    skip = ','.join(['encode'] + [x for x in ('train', 'render')
+                                  if x not in parts])
     base = ['--batch', str(args.batch), '--modes', args.mode, '--T',
             str(args.T), '--steps', str(args.steps), '--repeats',
-            str(args.repeats), '--skip', 'encode', '--no-peak', '--device',
+            str(args.repeats), '--skip', skip, '--no-peak', '--device',
             'cpu']
     if conf is None:
         base += ['--template', args.model]
@@ -56,6 +62,8 @@ def main(argv=None):
     compiled = train_step.main(base + ['--compile', '--compile-backend',
                                        args.backend], conf=conf)[args.mode]
     for part, per in (('train', args.steps), ('render', 1)):
+        if part not in parts:
+            continue
         overhead, e, c, pays = break_even(eager[part], compiled[part], per)
         print(json.dumps({
             'part': part, 'model': args.model, 'batch': args.batch,

@@ -240,6 +240,10 @@ def fit_steps(conf, device, precision, batch, steps, tag):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     model, log = CheckModel(conf), LossLog()
+    # the dtype the UNet computes its output in (the precision at work)
+    dtypes = set()
+    model.model.register_forward_hook(
+        lambda m, inputs, out: dtypes.add(str(out.pred.dtype)))
     accelerator, devices = accelerator_of(device)
     trainer = make_trainer(conf, accelerator, devices, 1, 1, precision,
                            steps, callbacks=[log], enable_progress_bar=False,
@@ -254,6 +258,7 @@ def fit_steps(conf, device, precision, batch, steps, tag):
                np.isfinite(v) for v in log.losses),
            'seconds': time.perf_counter() - t0,
            'grad_scaler': scaler is not None,
+           'unet_output_dtypes': sorted(dtypes),
            'pin_memory': trainer.train_dataloader.pin_memory,
            'checkpoint': os.path.join(conf.logdir, 'last.ckpt')}
     if device.type == 'cuda':
@@ -284,7 +289,8 @@ def check_facts(device, args):
                    visible_gpus=torch.cuda.device_count(),
                    gpu_memory_gib=torch.cuda.get_device_properties(
                        0).total_memory / 2**30,
-                   math=hardware.configure_gpu_math(True, True))
+                   tf32=torch.backends.cuda.matmul.allow_tf32,
+                   cudnn_benchmark=torch.backends.cudnn.benchmark)
     return rec
 
 
@@ -297,6 +303,10 @@ def check_train(device, args, names, workdir):
         for precision in (official_precision(device), 'bf16-mixed'):
             rec = fit_steps(conf, device, precision, per_gpu, args.steps,
                             precision.replace('-', ''))[0]
+            # bf16-mixed computes in bf16 also where conf.fp16 is set
+            want = {'16-mixed': 'torch.float16', '32-true': 'torch.float32',
+                    'bf16-mixed': 'torch.bfloat16'}[precision]
+            rec['ok'] = rec['ok'] and rec['unet_output_dtypes'] == [want]
             out.append(rec)
     return out
 
@@ -520,8 +530,9 @@ def speed_argv(name, per_gpu, device, tiny, modes, extra=(),
 
 def check_speed(device, args, names, workdir, compile_=False):
     """bench/train_step.py for every check model: the reference's
-    computation (fp32, fp16 on a GPU) and the project's default (auto),
-    or auto + conf.compile."""
+    computation (fp32, and fp16 on a GPU), the project's default (auto:
+    fast16 for the official templates' conf.fp16) and bf16, or one of
+    them + conf.compile."""
     out = []
     for name in names:
         conf, per_gpu = check_conf(name, workdir, args.tiny)
@@ -532,12 +543,16 @@ def check_speed(device, args, names, workdir, compile_=False):
                               ['--compile', '--compile-backend',
                                compile_backend(device)], 'encode,render')
         elif compile_:
-            argv = speed_argv(name, per_gpu, device, False, 'auto',
+            # the fastest candidate: bf16 where the GPU computes it natively
+            bf16 = torch.cuda.get_device_capability(0) >= (8, 0)
+            argv = speed_argv(name, per_gpu, device, False,
+                              'bf16' if bf16 else 'auto',
                               ['--compile', '--compile-backend',
                                compile_backend(device)])
         else:
             argv = speed_argv(name, per_gpu, device, args.tiny,
-                              'fp32,fp16,auto')
+                              'fp32,auto' if args.tiny else
+                              'fp32,fp16,auto,bf16')
         results = train_step.main(argv, conf=conf if args.tiny else None)
         for mode, r in results.items():
             out.append({'mode': mode, 'argv': ' '.join(argv), **r})
@@ -704,6 +719,9 @@ def main(argv=None):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA GPU is visible here (use '
                          '--device cpu --tiny for the dry-run)')
+    if device.type == 'cuda':
+        # what train() sets on a GPU (conf.tf32, conf.cudnn_benchmark)
+        hardware.configure_gpu_math(True, True)
     workdir = args.workdir or tempfile.mkdtemp(prefix='gpu_check_')
     report = Report(args.out or default_out(device, args.tiny),
                     args.budget_s, [c for c in args.only.split(',') if c])

@@ -19,11 +19,15 @@ Modes:
          (hardware.prefers_channels_last)
   bf16   the same with bf16 autocast (GroupNorm and softmax stay float32
          inside)
-  auto   what train() picks on this machine (conf.precision='auto'):
-         bf16 with native bf16 (AVX512_BF16/AMX, GPUs from sm80), else
-         fast32; the line names the choice and the CPU/GPU behind it
-  fp16   (CUDA only) float16 autocast + GradScaler-free timing, the
-         reference's GPU setting
+  auto   what train() picks on this machine (conf.precision='auto') for
+         the template: on a GPU fast16 when the template sets conf.fp16
+         (the official ones do), else bf16 from sm80; on a CPU bf16 with
+         native bf16 (AVX512_BF16/AMX), else fast32; the line names the
+         choice and the CPU/GPU behind it
+  fp16   (CUDA only) the reference's GPU computation: float16 autocast
+         (conf.fp16) with the fp32 mode's einsum attention, NCHW, per-key
+         EMA and numpy schedule copies (GradScaler-free timing)
+  fast16 (CUDA only) the project's path with float16 autocast
 """
 import argparse
 import json
@@ -96,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--modes', default='fp32,auto',
                    help='comma-separated: fp32, fast32, bf16, auto, fp16 '
-                   '(CUDA)')
+                   'and fast16 (CUDA)')
     p.add_argument('--T', type=int, default=10,
                    help='DDIM steps for render / encode')
     p.add_argument('--steps', type=int, default=3,
@@ -167,19 +171,20 @@ def matmul_peak(device, dtype, n=4096, repeats=3):
     return 2 * n**3 / min(times) / 1e12
 
 
-def resolve_auto(device):
-    """The mode train() would pick here, and why."""
+def resolve_auto(device, fp16=False):
+    """The mode train() would pick here for a template with conf.fp16 =
+    ``fp16``, and why."""
     accelerator = 'gpu' if device.type == 'cuda' else 'cpu'
     precision, why = hardware.auto_precision(hardware.read_facts(
-        accelerator))
-    return {'bf16-mixed': 'bf16', '16-mixed': 'fp16',
+        accelerator), fp16)
+    return {'bf16-mixed': 'bf16', '16-mixed': 'fast16',
             '32-true': 'fast32'}[precision], why
 
 
 def autocast_ctx(mode, device):
     if mode == 'bf16':
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if mode == 'fp16':
+    if mode in ('fp16', 'fast16'):
         return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
 
@@ -193,8 +198,11 @@ def bench_mode(args, mode, device, conf=None):
     conf.latent_infer_path = None
     label, why = mode, None
     if mode == 'auto':
-        mode, why = resolve_auto(device)
-    fast = mode != 'fp32'
+        mode, why = resolve_auto(device, conf.fp16)
+    fast = mode not in ('fp32', 'fp16')
+    # the sampler's own float16 autocast (conf.fp16, CUDA) only in the
+    # float16 modes: fp32 is the reference's float32 computation
+    conf.fp16 = mode in ('fp16', 'fast16')
     blocks.qkv_attention = (_SDPA_ATTENTION if fast else legacy_attention)
     ema = ema_update if fast else reference_ema
     # the project's conf.compile path (nn.Module.compile in place)
@@ -286,7 +294,8 @@ def bench_mode(args, mode, device, conf=None):
         flops = fc.get_total_flops()
         times = timed(forward, device, args.repeats, args.warmup)
     peak_dtype = {'fp32': torch.float32, 'fast32': torch.float32,
-                  'bf16': torch.bfloat16, 'fp16': torch.float16}[mode]
+                  'bf16': torch.bfloat16, 'fp16': torch.float16,
+                  'fast16': torch.float16}[mode]
     peak = None if args.no_peak else matmul_peak(device, peak_dtype)
     achieved = flops / min(times) / 1e12
     out['unet_forward'] = {
@@ -314,9 +323,10 @@ def main(argv=None, conf=None):
     device = torch.device(args.device)
     results = {}
     for mode in args.modes.split(','):
-        if mode == 'fp16' and device.type != 'cuda':
+        if mode in ('fp16', 'fast16') and device.type != 'cuda':
             continue
-        if mode not in ('fp32', 'fast32', 'bf16', 'fp16', 'auto'):
+        if mode not in ('fp32', 'fast32', 'bf16', 'fp16', 'fast16',
+                        'auto'):
             raise SystemExit(f'unknown mode {mode!r} in --modes')
         results[mode] = bench_mode(args, mode, device, conf)
         print(json.dumps(results[mode]), flush=True)
