@@ -7,9 +7,9 @@ sampling, in one command, for the first GPU machine we get.
 
 Prints one JSON line per check (also written to --out; on a GPU by default
 bench/results/gpu_check_<gpu>_<date>.jsonl) and a short summary at the end.
-Downloads nothing. The full run keeps to --budget-s (default 450 s of
-checks, about 8 minutes with model building): a check that would start
-after the budget is reported as skipped.
+Downloads nothing. No check starts after --budget-s (default 400 s; the
+last one started may run a few minutes more, about 8 minutes in all on
+one GPU): the checks left are reported as skipped.
 
 Checks, in this order:
   facts       GPU name, compute capability, torch / CUDA, the GPU math
@@ -29,14 +29,16 @@ Checks, in this order:
               (NCCL): two steps, exactly one last.ckpt
   compile     Lightning training steps with conf.compile: finite, same
               losses as eager, checkpoint keys official (no _orig_mod.)
-  speed       bench/train_step.py at 128 and 256 px: fp32 and fp16 (the
-              reference's computation), auto (the project's default):
-              training / DDIM render img/s, peak memory
+  speed       bench/train_step.py at 128, then 256 px: fp32 and fp16 (the
+              reference's computation), auto (the project's default:
+              fast16 for the official templates), bf16: training / DDIM
+              render img/s, peak memory
+  speed_compile  bench/train_step.py bf16 (auto before sm80) +
+              conf.compile, compile time in warmup_seconds (128 px here,
+              256 px last)
   batch       the largest per-GPU batch that fits (doubling from the
               official one, then two bisection steps) and training steps
               at it
-  speed_compile  bench/train_step.py auto + conf.compile (compile time in
-              warmup_seconds), 128 px first
 
 --tiny: the golden tiny model (32 px) stands in for the templates, batches
 of 2 (the batch search stops at 4), compile with the aot_eager backend.
@@ -94,7 +96,7 @@ def parse_args(argv=None):
     p.add_argument('--out', default=None,
                    help='JSON-lines file (default on a GPU: bench/results/'
                    'gpu_check_<gpu>_<date>.jsonl; with --tiny: none)')
-    p.add_argument('--budget-s', type=float, default=450,
+    p.add_argument('--budget-s', type=float, default=400,
                    help='no check starts after this many seconds')
     p.add_argument('--steps', type=int, default=3,
                    help='Lightning training steps per train check')
@@ -230,11 +232,13 @@ def accelerator_of(device):
     return ('gpu', [0]) if device.type == 'cuda' else ('cpu', 1)
 
 
-def fit_steps(conf, device, precision, batch, steps, tag):
-    """Lightning training steps; (record, model, trainer)."""
+def fit_steps(conf, device, precision, batch, steps, tag, save=False):
+    """Lightning training steps (a checkpoint after the last one when
+    ``save``); (record, model, trainer)."""
     conf = conf.clone()
     conf.batch_size = conf.batch_size_eval = batch
-    conf.save_every_samples = batch * steps
+    # (a 130M-parameter checkpoint with its Adam state is about 2 GB)
+    conf.save_every_samples = batch * steps if save else 10**15
     conf.name = f'{conf.name}_{tag}'
     if device.type == 'cuda':
         torch.cuda.empty_cache()
@@ -259,8 +263,9 @@ def fit_steps(conf, device, precision, batch, steps, tag):
            'seconds': time.perf_counter() - t0,
            'grad_scaler': scaler is not None,
            'unet_output_dtypes': sorted(dtypes),
-           'pin_memory': trainer.train_dataloader.pin_memory,
-           'checkpoint': os.path.join(conf.logdir, 'last.ckpt')}
+           'pin_memory': trainer.train_dataloader.pin_memory}
+    if save:
+        rec['checkpoint'] = os.path.join(conf.logdir, 'last.ckpt')
     if device.type == 'cuda':
         rec['peak_memory_gib'] = torch.cuda.max_memory_allocated() / 2**30
     return rec, model, trainer
@@ -373,7 +378,7 @@ def check_checkpoint(device, workdir):
     for written, load_on in ((device, torch.device('cpu')),
                              (torch.device('cpu'), device)):
         rec, model, _ = fit_steps(conf, written, '32-true', batch, 1,
-                                  f'ckpt_{written.type}')
+                                  f'ckpt_{written.type}', save=True)
         loaded = LitModel.from_checkpoint(
             conf.clone(), rec['checkpoint'], map_location=load_on)
         state = loaded.state_dict()
@@ -483,10 +488,12 @@ def check_compile(device, args, workdir):
     the same losses, official checkpoint keys."""
     conf, batch = check_conf('tiny', workdir, True)
     precision = official_precision(device)
-    eager = fit_steps(conf, device, precision, batch, args.steps, 'eager')
+    eager = fit_steps(conf, device, precision, batch, args.steps, 'eager',
+                      save=True)
     conf.compile, conf.compile_backend = True, compile_backend(device)
     graphs = counters['stats']['unique_graphs']
-    comp = fit_steps(conf, device, precision, batch, args.steps, 'compiled')
+    comp = fit_steps(conf, device, precision, batch, args.steps, 'compiled',
+                     save=True)
     graphs = counters['stats']['unique_graphs'] - graphs
     keys = set(checkpoint_io.load_checkpoint(
         comp[0]['checkpoint'])['state_dict'])
@@ -734,10 +741,15 @@ def main(argv=None):
     report.run('checkpoint', check_checkpoint, device, workdir)
     report.run('ddp', check_ddp, device, args.tiny, workdir)
     report.run('compile', check_compile, device, args, workdir)
-    report.run('speed', check_speed, device, args, names, workdir)
+    # one model per check, so that the budget can skip the later ones
+    for name in names:
+        report.run('speed', check_speed, device, args, [name], workdir)
+    report.run('speed_compile', check_speed, device, args, names[:1],
+               workdir, True)
     report.run('batch', check_batch, device, args, names, workdir)
-    report.run('speed_compile', check_speed, device, args, names, workdir,
-               True)
+    for name in names[1:]:
+        report.run('speed_compile', check_speed, device, args, [name],
+                   workdir, True)
     ok = summary(report)
     if report.out:
         print(f'JSON lines: {report.out}')
