@@ -165,3 +165,9 @@ def test_compiled_sampling_renders_the_eager_images(dry_run):
     (render, ) = dry_run[1]['render']
     assert render['compiled_graphs'] > 0
     assert render['max_abs_compiled_vs_eager'] <= 1e-6
+
+
+def test_an_unknown_compile_backend_names_the_setting():
+    import hardware
+    with pytest.raises(ValueError, match='conf.compile_backend'):
+        hardware.compile_in_place(torch.nn.Linear(2, 2), 'no_such_backend')
