@@ -256,7 +256,7 @@ def bench_mode(args, mode, device, conf=None):
         out['train'] = stats(times, args.batch * args.steps)
         out['train']['warmup_seconds'] = warm
 
-    sampler = conf._make_diffusion_conf(args.T).make_sampler()
+    sampler = conf.make_diffusion_conf(args.T).make_sampler()
     if not fast:
         reference_extract(sampler)
     ema = lit.ema_model

@@ -102,7 +102,7 @@ def test_largest_batch_stops_at_the_limit():
 # and AOTAutograd's forward/backward graphs, run without code generation):
 # inductor adds C++ generation and gcc compilation of every fused kernel,
 # forward and backward, on top of that capture (an earlier session
-# measured 72 s for one compile of celeba64's forward, README Performance),
+# measured 72 s for one compile of celeba64's forward, docs/performance.md),
 # too much for this suite's budget; inductor is timed by
 # bench/compile_cpu.py and on GPUs by bench/gpu_check.py. One dry-run
 # serves the tests below.
