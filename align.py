@@ -23,7 +23,9 @@ import sys
 from typing import Callable, List, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from dataset_util import upright
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_URL = ('http://dlib.net/files/'
@@ -193,7 +195,7 @@ Detector = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 def open_photo(path) -> Image.Image:
     """An RGB photo, turned upright by its EXIF orientation."""
-    return ImageOps.exif_transpose(Image.open(path)).convert('RGB')
+    return upright(Image.open(path)).convert('RGB')
 
 
 def align_faces(img: Image.Image, detector: Detector, output_size: int = 256,

@@ -392,8 +392,8 @@ class TrainConfig(BaseConfig):
                 raise ValueError(
                     "data_name='imagefolder' needs conf.data_dir = "
                     "'<folder of images>'")
-            kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp', 'JPG',
-                                       'JPEG', 'PNG'])
+            # matched in any case (upper.Jpg, x.WEBP)
+            kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp'])
             kwargs.setdefault('sort_names', True)
             return apply_policy(D.ImageDataset(
                 path, image_size=self.img_size, **kwargs), self.bad_images,

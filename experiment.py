@@ -5,6 +5,7 @@ This file is the Lightning glue. The math lives elsewhere: networks in
 ``model/``, diffusion in ``diffusion/``, decoding in ``renderer.py``,
 metrics in ``metrics.py``, the eval programs in ``evaluation.py``.
 """
+import contextlib
 import copy
 import json
 import math
@@ -28,6 +29,7 @@ import evaluation
 import hardware
 import launcher
 import renderer
+import run_lock
 import validation
 from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
@@ -403,6 +405,12 @@ class LitModel(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         self._resumed_rng = checkpoint.get('rng_states')
         self._resumed_rngs = checkpoint.get('rng_states_per_rank')
+        # a resumed run trains with the config's lr, weight decay, warm-up,
+        # ... (the optimizer state would keep the old ones): told, one
+        # warning (validation.warn_resume_differences)
+        changed = checkpoint_io.adopt_optimizer_settings(
+            checkpoint, self.configure_optimizers())
+        validation.warn_resume_differences(checkpoint, self.conf, changed)
 
     def on_train_start(self):
         rng = getattr(self, '_resumed_rng', None)
@@ -710,6 +718,9 @@ def make_trainer(conf: TrainConfig, accelerator, devices, nodes, n_proc,
         precision=resolve_precision(conf, accelerator, precision),
         callbacks=[checkpoint, LearningRateMonitor(), *callbacks,
                    *([] if own_bar else [StepProgressBar()])],
+        # saved next to the target, fsynced, renamed: atomic on any
+        # filesystem (Lightning's own writer is not across filesystems)
+        plugins=[checkpoint_io.atomic_checkpoint_io()],
         logger=pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
                                             version=''),
         accumulate_grad_batches=conf.accum_batches,
@@ -777,12 +788,16 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         evaluation.parse_programs(conf.eval_programs)  # typos fail first
     accelerator, devices, nodes, n_proc = resolve_processes(
         conf, gpus, nodes, accelerator)
-    model = LitModel(conf)
-    trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
-                           precision, max_steps, callbacks, **trainer_kwargs)
-    if mode == 'eval':
-        return evaluate(conf, trainer, n_proc, model)
-    trainer.fit(model, ckpt_path=choose_resume(conf))
+    # one run per run folder (a re-submitted job stops here at once)
+    with (run_lock.run_folder_lock(conf.logdir) if mode == 'train' else
+          contextlib.nullcontext()):
+        model = LitModel(conf)
+        trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
+                               precision, max_steps, callbacks,
+                               **trainer_kwargs)
+        if mode == 'eval':
+            return evaluate(conf, trainer, n_proc, model)
+        trainer.fit(model, ckpt_path=choose_resume(conf))
     return model
 
 

@@ -24,6 +24,7 @@ import dataset
 import scenes_data
 import shapes_data
 import launcher
+import run_lock
 from choices import ManipulateLossType, ManipulateMode
 from config import TrainConfig, data_paths
 from experiment import ema_update, resolve_devices
@@ -255,8 +256,10 @@ def train_cls(conf: TrainConfig, gpus, precision: Optional[str] = None,
         precision=precision or '32-true', callbacks=[checkpoint],
         logger=pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
                                             version=''),
-        accumulate_grad_batches=conf.accum_batches)
-    trainer.fit(model, ckpt_path=resume)
+        accumulate_grad_batches=conf.accum_batches,
+        plugins=[checkpoint_io.atomic_checkpoint_io()])
+    with run_lock.run_folder_lock(conf.logdir):
+        trainer.fit(model, ckpt_path=resume)
     return model
 
 

@@ -26,15 +26,17 @@ import tempfile
 from io import BytesIO
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 import image_check
+from checkpoint_io import fsync_dir, remove_stale_temps, temp_path
 from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
-                          decode_image, open_image)
+                          decode_image, list_images, list_images_told,
+                          open_image)
 
 # Pillow's names for the formats (``jpg`` is not one of them)
 _FORMAT_ALIASES = {'jpg': 'jpeg', 'tif': 'tiff'}
@@ -85,6 +87,7 @@ def _replace_dir(tmp: str, target: str):
         os.rmdir(old)
         os.rename(target, old)
     os.rename(tmp, target)
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
     if old is not None:
         if os.path.isdir(old) and not os.path.islink(old):
             shutil.rmtree(old, ignore_errors=True)
@@ -125,8 +128,13 @@ class LMDBImageWriter:
         import lmdb
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        self._tmp = tempfile.mkdtemp(
-            dir=parent, prefix=os.path.basename(self.path) + '.tmp-')
+        # <out>.tmp-<host>-<pid>: a killed writer's folder is removed by
+        # the next write of the same LMDB (named as it goes)
+        remove_stale_temps(parent, os.path.basename(self.path))
+        self._tmp = temp_path(self.path)
+        if os.path.exists(self._tmp):
+            shutil.rmtree(self._tmp)
+        os.makedirs(self._tmp)
         self._env = lmdb.open(self._tmp, map_size=_INITIAL_MAP_SIZE,
                               readahead=False)
         self.i = 0
@@ -226,22 +234,6 @@ class LMDBImageReader(Dataset):
 # ---------------------------------------------------------------------------
 # folder -> LMDB
 # ---------------------------------------------------------------------------
-def list_images(folder, exts: Sequence[str], has_subdir: bool = True
-                ) -> List[Path]:
-    """Files in ``folder`` ending in one of ``exts`` (relative paths, in
-    glob order per extension, without duplicates)."""
-    folder = Path(folder)
-    pattern = '**/*.{}' if has_subdir else '*.{}'
-    seen, out = set(), []
-    for ext in exts:
-        for p in folder.glob(pattern.format(ext.lstrip('.'))):
-            rel = p.relative_to(folder)
-            if rel not in seen and p.is_file():
-                seen.add(rel)
-                out.append(rel)
-    return out
-
-
 def resize_and_crop(img: Image.Image, size: Optional[int],
                     crop: bool = True,
                     resample: str = 'lanczos') -> Image.Image:
@@ -354,7 +346,7 @@ def folder_to_lmdb(in_folder, out_path, size: Optional[int] = 256,
         total = db.num_entries()
         sources = _lsun_items(in_folder)
     else:
-        rels = list_images(in_folder, exts, has_subdir)
+        rels = list_images_told(in_folder, exts, has_subdir)
         if not rels:
             where = 'or its subfolders ' if has_subdir else ''
             raise FileNotFoundError(

@@ -104,6 +104,61 @@ def warn_if_hparams_differ(state_or_path, conf, source=None):
     return diffs
 
 
+# training settings that a resumed checkpoint's state (optimizer,
+# scheduler) would override or that a resume could silently ignore; on
+# resume the config's values are applied and every difference is told
+RESUME_FIELDS = ('lr', 'weight_decay', 'warmup', 'lr_decay',
+                 'lr_decay_final', 'total_samples', 'ema_decay',
+                 'batch_size', 'accum_batches', 'grad_clip')
+# optimizer-state settings -> the config field they come from
+_GROUP_FIELDS = {'lr': 'lr', 'weight_decay': 'weight_decay',
+                 'decoupled_weight_decay': 'optimizer'}
+
+
+def resume_differences(checkpoint: dict, conf, optimizer_changes=()):
+    """[(field, checkpoint's value, config's value)]: the RESUME_FIELDS
+    whose saved hyper-parameter differs from ``conf``, and the optimizer
+    settings that ``checkpoint_io.adopt_optimizer_settings`` changed (for
+    files without hyper-parameters, and the optimizer type, which they
+    leave out)."""
+    saved = checkpoint.get('hyper_parameters') or {}
+    own = conf.as_dict_jsonable()
+    out = [(f, saved[f], own[f]) for f in RESUME_FIELDS
+           if f in saved and f in own and saved[f] != own[f]]
+    named = {f for f, _, _ in out}
+    for key, old, new in optimizer_changes:
+        field = _GROUP_FIELDS.get(key)
+        if field is None or field in named:
+            continue
+        if field == 'optimizer':
+            if old is None:     # a file from before the flag existed
+                continue
+            old, new = ('adamw' if old else 'adam'), conf.optimizer.value
+        if old != new:
+            out.append((field, old, new))
+        named.add(field)
+    return out
+
+
+def warn_resume_differences(checkpoint: dict, conf, optimizer_changes=()):
+    """One warning naming every training setting in which ``conf``
+    differs from the resumed checkpoint, both values and the one used (the
+    config's: see README, Resuming)."""
+    diffs = resume_differences(checkpoint, conf, optimizer_changes)
+    if diffs:
+        step = checkpoint.get('global_step', '?')
+        lines = '\n'.join(f'  {f}: checkpoint {a!r}, config {b!r} -> using '
+                          f'{b!r}' for f, a, b in diffs)
+        warnings.warn(
+            f'resuming at step {step} with training settings other than the '
+            f"checkpoint's; the config's values are used from here on (the "
+            "optimizer's moments, the step count, the EMA weights and the "
+            'data position are kept) and recorded in the new checkpoints:\n'
+            f'{lines}\nTo continue with the checkpoint\'s values, set them '
+            'back in the config.')
+    return diffs
+
+
 def load_latents(path, style_ch: int):
     """``latent.pkl`` checked: a dict with 'conds' (N, style_ch),
     'conds_mean' and 'conds_std' (style_ch values each)."""

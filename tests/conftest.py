@@ -149,3 +149,22 @@ def attr_dataset_and_images(dataset_cls, path, num_images):
     ds = dataset_cls(str(path), image_size=32, num_images=num_images)
     imgs = torch.stack([ds[i]['img'] for i in range(len(ds))])
     return ds, imgs
+
+
+def mount_tmpfs(path, size: str):
+    """Mount a tmpfs of ``size`` (e.g. '64m') at the new folder ``path``
+    (a filesystem other than $TMPDIR's); skips the test where mounting is
+    not allowed. Unmount with :func:`umount`."""
+    import subprocess
+    os.makedirs(path)
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}',
+                        'tmpfs', str(path)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip('cannot mount a tmpfs here (needs root or '
+                    f'CAP_SYS_ADMIN): {r.stderr.strip()}')
+    return Path(path)
+
+
+def umount(path):
+    import subprocess
+    subprocess.run(['umount', '-l', str(path)], check=False)
