@@ -239,6 +239,7 @@ class LitModel(pl.LightningModule):
         if self.conf.train_mode.require_dataset_infer():
             if self.conds is None:
                 raise RuntimeError(missing_latents_message(self.conf))
+            validation.check_latents_match_data(self.conds, self.conf)
             print('latents:', tuple(self.conds.shape),
                   'mean of mean:', self.conds_mean.mean().item(),
                   'mean of std:', self.conds_std.mean().item())

@@ -43,19 +43,41 @@ def check_train_conf(conf, mode='train'):
                 errors.append(f'conf.{f}={v} is more steps than the '
                               f'diffusion has (conf.T={conf.T})')
     if mode == 'train' and not errors:
-        ts = conf.total_samples
-        per_step = conf.batch_size * conf.accum_batches
-        if isinstance(ts, bool) or not isinstance(ts, int) or ts <= 0:
-            errors.append(f'conf.total_samples={ts!r} must be a positive '
-                          'integer (samples to train on)')
-        elif ts < per_step:
-            errors.append(
-                f'conf.total_samples={ts} is less than one optimizer step '
-                f'(conf.batch_size x accum_batches = {per_step}): nothing '
-                'would be trained')
+        _check_sample_budget(conf, errors)
     if errors:
         raise ValueError('invalid training settings:\n  ' +
                          '\n  '.join(errors))
+
+
+def _check_sample_budget(conf, errors):
+    """total_samples and save_every_samples against one optimizer step
+    (batch_size x accum_batches samples)."""
+    ts, every = conf.total_samples, conf.save_every_samples
+    per_step = conf.batch_size * conf.accum_batches
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts <= 0:
+        errors.append(f'conf.total_samples={ts!r} must be a positive '
+                      'integer (samples to train on)')
+    elif ts < per_step:
+        errors.append(
+            f'conf.total_samples={ts} is less than one optimizer step '
+            f'(conf.batch_size x accum_batches = {per_step}): nothing '
+            'would be trained')
+    elif ts % per_step:
+        warnings.warn(
+            f'conf.total_samples={ts} is not a whole number of optimizer '
+            f'steps of {per_step} samples (conf.batch_size '
+            f'{conf.batch_size} x accum_batches {conf.accum_batches}): the '
+            f'run trains {ts // per_step} steps ({ts // per_step * per_step}'
+            f' samples); the last {ts % per_step} are not trained')
+    if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+        errors.append(
+            f'conf.save_every_samples={every!r} must be a positive number of '
+            'samples (a checkpoint every that many; a run that never saves '
+            f'cannot resume). Take e.g. {max(per_step, 100_000)}')
+    elif every < per_step:
+        warnings.warn(
+            f'conf.save_every_samples={every} is less than one optimizer '
+            f'step ({per_step} samples): a checkpoint is saved at every step')
 
 
 def _norm(v):
@@ -157,6 +179,25 @@ def warn_resume_differences(checkpoint: dict, conf, optimizer_changes=()):
             f'{lines}\nTo continue with the checkpoint\'s values, set them '
             'back in the config.')
     return diffs
+
+
+def check_latents_match_data(conds, conf):
+    """ValueError when ``conf.latent_infer_path`` holds another number of
+    latents than the training set has images (inferred on other data, or
+    cut short). Nothing is checked when the images are not here."""
+    try:
+        n_images = len(conf.make_dataset())
+    except Exception:       # only latent.pkl is here: nothing to compare
+        return
+    if len(conds) != n_images:
+        raise ValueError(
+            f'latent file {conf.latent_infer_path} holds {len(conds)} latents '
+            f'but the training set (conf.data_name={conf.data_name!r}, '
+            f'{conf.data_path}) has {n_images} images: it was inferred on '
+            'other data or cut short. Re-run the \'infer\' eval program on '
+            'the autoencoder of this dataset (conf.eval_programs = '
+            "['infer'], mode='eval'), or point conf.latent_infer_path at "
+            'the right file.')
 
 
 def load_latents(path, style_ch: int):
