@@ -79,8 +79,10 @@ class SlowSave(pl.Callback):
         count = {'n': 0}
 
         def atomic_write(path, write, binary=True):
+            if not str(path).endswith('.ckpt'):
+                return real_write(path, write, binary)
             count['n'] += 1
-            if not str(path).endswith('.ckpt') or count['n'] <= after:
+            if count['n'] <= after:
                 return real_write(path, write, binary)
 
             def half(f):
