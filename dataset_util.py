@@ -5,6 +5,8 @@
 - :func:`to_rgb` / :func:`decode_image` / :func:`open_image`: turn any image
   Pillow reads (RGBA, greyscale, palette, 16-bit, CMYK ...) into an 8-bit RGB
   image, and report undecodable bytes with the key or file they came from.
+- :func:`list_images`: the image files of a folder (the readers' and the
+  writer's view of a folder of images).
 - :class:`ReadonlyLMDB`: a read-only LMDB handle opened as the official code
   does (``readonly=True, lock=False, readahead=False, meminit=False``),
   shared by all readers of the same LMDB in a process and safe to pickle

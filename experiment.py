@@ -8,7 +8,6 @@ metrics in ``metrics.py``, the eval programs in ``evaluation.py``.
 import contextlib
 import copy
 import json
-import math
 import os
 import random
 import warnings
@@ -20,14 +19,12 @@ import torch
 from pytorch_lightning import loggers as pl_loggers
 from pytorch_lightning.callbacks import (LearningRateMonitor, TQDMProgressBar)
 from pytorch_lightning.strategies import DDPStrategy
-from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import make_grid, save_image
 
 import checkpoint_io
 import evaluation
 import hardware
-import launcher
 import renderer
 import run_lock
 import validation
@@ -35,7 +32,12 @@ from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
 from resumable_loader import ResumableDataLoader, ResumableSampler
 from dist_utils import all_gather_rows, get_world_size
-from inference import DiffAE, eval_mode, missing_latents_message
+from inference import DiffAE
+from tensor_util import eval_mode
+from training_support import (LRSchedule, StepProgressBar, WarmupLR,
+                              ema_update, resolve_devices, resolve_precision,
+                              resolve_processes)
+from validation import missing_latents_message
 
 # the EMA copy is in eval mode on purpose
 warnings.filterwarnings('ignore', message='.*module\\(s\\) in eval mode.*')
@@ -153,10 +155,7 @@ class LitModel(pl.LightningModule):
         (default: ``<logdir>/last.ckpt``), verified key by key."""
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         model = cls(conf)
-        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
-        checkpoint_io.load_state_verified(model, state['state_dict'],
-                                          source=f'checkpoint {path}')
+        validation.load_verified(model, conf, path, map_location)
         model.eval()
         return model
 
@@ -521,153 +520,6 @@ class LitModel(pl.LightningModule):
                                               render_save_path)
 
 
-def _float_tensors(module: torch.nn.Module):
-    # parameters() visits a tensor shared by two modules once (the latent
-    # net's linear_emb / cond_layers.1), so each weight decays once
-    return [p.data for p in module.parameters()] + [
-        b for b in module.buffers() if b.is_floating_point()
-    ]
-
-
-@torch.no_grad()
-def ema_update(source: torch.nn.Module, target: torch.nn.Module,
-               decay: float):
-    """target <- decay * target + (1 - decay) * source for every
-    floating-point parameter and buffer, in one fused foreach op."""
-    src, tgt = _float_tensors(source), _float_tensors(target)
-    assert len(src) == len(tgt), 'EMA model does not mirror the model'
-    torch._foreach_lerp_(tgt, src, 1 - decay)
-
-
-class WarmupLR:
-    """Linear learning-rate warm-up over ``warmup`` steps (the official
-    schedule: constant afterwards)."""
-
-    def __init__(self, warmup) -> None:
-        self.warmup = warmup
-
-    def __call__(self, step):
-        return min(step, self.warmup) / self.warmup
-
-
-class LRSchedule:
-    """The learning-rate factor at an optimizer step: the official linear
-    warm-up over ``warmup`` steps, then constant (``decay='none'``) or a
-    half cosine from 1 down to ``final`` at step ``total`` (``'cosine'``,
-    opt-in), and ``final`` past it."""
-
-    def __init__(self, warmup: int, decay: str = 'none', total: int = 0,
-                 final: float = 0.0) -> None:
-        if decay not in ('none', 'cosine'):
-            raise ValueError(f"lr_decay must be 'none' or 'cosine', got "
-                             f"{decay!r}")
-        if decay != 'none' and total <= warmup:
-            raise ValueError(f'lr_decay={decay!r} needs total_samples '
-                             f'beyond the warm-up ({total} steps <= '
-                             f'warmup {warmup})')
-        self.warmup, self.decay = warmup, decay
-        self.total, self.final = total, final
-
-    def __call__(self, step):
-        if step < self.warmup:
-            return step / self.warmup
-        if self.decay == 'none':
-            return 1.0
-        done = min(1.0, (step - self.warmup) / (self.total - self.warmup))
-        return self.final + (1 - self.final) * 0.5 * (
-            1 + math.cos(math.pi * done))
-
-
-class StepProgressBar(TQDMProgressBar):
-    """One training bar over the whole run: the global step out of
-    ``max_steps``, with its rate and ETA (Lightning's own bar restarts at
-    every epoch and, on an endless sampler, shows no total). A resumed run
-    starts the bar at its step, so the ETA counts only the steps left."""
-
-    def _whole_run(self, trainer):
-        bar = self.train_progress_bar
-        if bar is not None and bar.total != trainer.max_steps:
-            bar.reset(total=trainer.max_steps)
-            bar.n = bar.last_print_n = bar.initial = trainer.global_step
-
-    def on_train_start(self, trainer, *args):
-        super().on_train_start(trainer, *args)
-        self._whole_run(trainer)
-        self.train_progress_bar.set_description('Training step')
-
-    def on_train_epoch_start(self, trainer, *_):
-        # (a run resumed mid-epoch may skip this hook)
-        self._whole_run(trainer)
-        self.train_progress_bar.set_description(
-            f'Epoch {trainer.current_epoch} step')
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch,
-                           batch_idx):
-        bar, n = self.train_progress_bar, trainer.global_step
-        if bar is not None and self._should_update(n, bar.total):
-            bar.n = n
-            bar.refresh()
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
-
-
-def resolve_devices(gpus, accelerator: Optional[str] = None):
-    """(accelerator, devices) for ``gpus`` on this machine."""
-    if isinstance(gpus, int):
-        gpus = list(range(gpus))
-    gpus = list(gpus)
-    if accelerator is None:
-        accelerator = 'gpu' if torch.cuda.is_available() else 'cpu'
-    if accelerator == 'gpu':
-        n = torch.cuda.device_count()
-        bad = [g for g in gpus if g >= n]
-        if bad:
-            raise ValueError(
-                f'gpus={gpus} asks for GPU(s) {bad} but this machine has {n} '
-                f'(valid ids: {list(range(n))})')
-        return 'gpu', gpus
-    if accelerator == 'cpu':
-        return 'cpu', max(1, len(gpus))
-    raise ValueError(f"accelerator must be 'gpu' or 'cpu', got {accelerator}")
-
-
-def resolve_precision(conf: TrainConfig, accelerator: str,
-                      precision: Optional[str] = None):
-    """Lightning precision for this run (``hardware.choose_precision``):
-    an explicit ``precision`` wins, then ``conf.precision`` unless 'auto';
-    'auto' picks what this hardware runs fastest. Says once what it chose
-    and why."""
-    chosen, why = hardware.choose_precision(
-        getattr(conf, 'precision', None), conf.fp16, accelerator, precision)
-    rank_zero_info(f'precision: {chosen} ({why})')
-    return chosen
-
-
-def resolve_processes(conf: TrainConfig, gpus, nodes=1,
-                      accelerator: Optional[str] = None):
-    """(accelerator, devices, nodes, processes) of a run: the GPUs asked
-    for, the CPU without CUDA (one process, or ``len(gpus)`` gloo
-    processes with accelerator='cpu'), or under srun/torchrun the processes
-    the launcher started. The global batch must divide over them."""
-    if accelerator is None and not torch.cuda.is_available() and \
-            launcher.detect():
-        accelerator = 'cpu'  # srun/torchrun started CPU (gloo) processes
-    if accelerator is None and not torch.cuda.is_available():
-        n_asked = gpus if isinstance(gpus, int) else len(gpus)
-        if n_asked > 1:
-            warnings.warn(f'no GPU found: training on the CPU in one '
-                          f'process instead of gpus={gpus} (pass '
-                          f"accelerator='cpu' for {n_asked} CPU processes)")
-        gpus = [0]
-    accelerator, devices = resolve_devices(gpus, accelerator)
-    devices, nodes = launcher.fit_to_launcher(accelerator, devices, nodes)
-    n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
-    if conf.batch_size % n_proc:
-        raise ValueError(
-            f'conf.batch_size={conf.batch_size} (global) is not divisible by '
-            f'the {n_proc} processes ({devices} x {nodes} nodes)')
-    return accelerator, devices, nodes, n_proc
-
-
 def choose_resume(conf: TrainConfig) -> Optional[str]:
     """The checkpoint a training run continues from: ``<logdir>/last.ckpt``,
     else the newest intact checkpoint of the run folder (said loudly), else
@@ -742,10 +594,7 @@ def evaluate(conf: TrainConfig, trainer: pl.Trainer, n_proc: int,
     model = model or LitModel(conf)
     eval_path = conf.eval_path or os.path.join(conf.logdir, 'last.ckpt')
     print('loading from:', eval_path)
-    state = checkpoint_io.load_checkpoint(eval_path, what='eval_path')
-    validation.warn_if_hparams_differ(state, conf, f'checkpoint {eval_path}')
-    checkpoint_io.load_state_verified(model, state['state_dict'],
-                                      source=f'checkpoint {eval_path}')
+    state = validation.load_verified(model, conf, eval_path, what='eval_path')
     # a one-batch loader so that test_step runs once on every process
     dummy = DataLoader(TensorDataset(torch.zeros(n_proc)), batch_size=1)
     out = trainer.test(model, dataloaders=dummy, verbose=False)

@@ -223,7 +223,7 @@ def bench_mode(args, mode, device):
         times = timed(train_step, device, args.repeats, args.warmup)
         out['train'] = stats(times, args.batch * args.steps)
 
-    sampler = conf._make_diffusion_conf(args.T).make_sampler()
+    sampler = conf.make_diffusion_conf(args.T).make_sampler()
     if not fast:
         reference_extract(sampler)
     ema = lit.ema_model
