@@ -109,6 +109,20 @@ class TrainConfig(BaseConfig):
     # first (image_check.py): 'error' lists them and stops, 'skip' leaves
     # them out (listed in <logdir>/bad_images.txt)
     bad_images: str = 'error'
+    # GPU math (nothing changes on a CPU): TF32 matmuls and convolutions on
+    # GPUs that have them (Ampere and later; the official code's torch 1.8
+    # had both on by default); False keeps full float32. cudnn_benchmark
+    # lets cuDNN time its kernels once for the fixed training shapes
+    tf32: bool = True
+    cudnn_benchmark: bool = True
+    # opt-in torch.compile of the networks (the autoencoder/UNet and the
+    # latent net) for training and sampling, in place (nn.Module.compile):
+    # checkpoint and EMA keys stay the official ones, no '_orig_mod.'. The
+    # first steps pay the compile time (docs/gpu.md: when it pays)
+    compile: bool = False
+    # its torch.compile backend: 'inductor' (fused generated kernels) or
+    # 'aot_eager' (traces the graphs without generating code: no speed-up)
+    compile_backend: str = 'inductor'
 
     # --- optimisation ------------------------------------------------------
     # learning rate (1e-4 image models and latent DPMs, 1e-3 classifiers)

@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning import loggers as pl_loggers
 from pytorch_lightning.callbacks import (LearningRateMonitor, TQDMProgressBar)
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.utils import make_grid, save_image
 
@@ -34,9 +35,9 @@ from resumable_loader import ResumableDataLoader, ResumableSampler
 from dist_utils import all_gather_rows, get_world_size
 from inference import DiffAE
 from tensor_util import eval_mode
-from training_support import (LRSchedule, StepProgressBar, WarmupLR,
-                              ema_update, resolve_devices, resolve_precision,
-                              resolve_processes)
+from training_support import (LRSchedule, NonFiniteWatch, StepProgressBar,
+                              WarmupLR, ema_update, resolve_devices,
+                              resolve_precision, resolve_processes)
 from validation import missing_latents_message
 
 # the EMA copy is in eval mode on purpose
@@ -71,6 +72,10 @@ class LitModel(pl.LightningModule):
             # only the latent DPM trains; the autoencoder stays frozen
             self.model.requires_grad_(False)
             self.model.latent_net.requires_grad_(True)
+        if conf.compile:
+            # in place: the state-dict keys stay the official ones
+            hardware.compile_in_place(self.model, conf.compile_backend)
+            hardware.compile_in_place(self.ema_model, conf.compile_backend)
 
         # training samplers; the eval ones belong to the inference object
         self.sampler = conf.make_diffusion_conf().make_sampler()
@@ -88,6 +93,7 @@ class LitModel(pl.LightningModule):
             'x_T', torch.randn(conf.sample_size, 3, conf.img_size,
                                conf.img_size))
 
+        self._nonfinite = NonFiniteWatch()
         self.conds = None
         if conf.latent_infer_path is not None:
             self._load_latent_stats(conf.latent_infer_path)
@@ -312,17 +318,8 @@ class LitModel(pl.LightningModule):
         losses = sampler.training_losses(model=model, x_start=x_start, t=t,
                                          noise=noise)
         loss = losses['loss'].mean()
-        finite = bool(torch.isfinite(loss))
-        if self._trainer is not None and self.trainer.world_size > 1:
-            # every process stops together (else the others would hang)
-            finite = self.trainer.strategy.reduce_boolean_decision(finite,
-                                                                   all=True)
-        if not finite:
-            raise FloatingPointError(
-                f'training loss is {loss.item()} at step {self.global_step} '
-                f'({self.num_samples} samples); stopping. The last good '
-                f'checkpoint in {self.conf.logdir} is kept. Try a lower '
-                'conf.lr, conf.grad_clip > 0 or 32-bit precision.')
+        # remembered on the device: reading it here would stall every step
+        self._nonfinite.note(loss, self.global_step)
         self.log('loss', loss, prog_bar=True)
         return loss
 
@@ -335,13 +332,43 @@ class LitModel(pl.LightningModule):
                        self.conf.ema_decay)
         else:
             ema_update(self.model, self.ema_model, self.conf.ema_decay)
+        if self.global_step % self._nonfinite.every == 0:
+            self._check_finite()
         if self.conf.sample_every_samples > 0 and is_time(
                 self.num_samples, self.conf.sample_every_samples,
                 self.conf.batch_size_effective):
+            self._check_finite()
             imgs = (None if self.conf.train_mode.require_dataset_infer() else
                     batch['img'])
             self.log_sample(x_start=imgs)
         self._maybe_evaluate()
+
+    def _check_finite(self):
+        """Stop (every process together) if a training loss since the
+        start was not finite; one host read of the device-side record.
+        Runs every ``NonFiniteWatch.every`` steps, before sample grids
+        and before every checkpoint, so no checkpoint after the bad step
+        is written."""
+        bad_step, bad_loss = self._nonfinite.first_bad()
+        finite = bad_step is None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together (else the others would hang)
+            finite = self.trainer.strategy.reduce_boolean_decision(finite,
+                                                                   all=True)
+        if finite:
+            return
+        where = (f'{bad_loss} at step {bad_step} '
+                 f'({bad_step * self.conf.batch_size_effective} samples)'
+                 if bad_step is not None else 'not finite on another '
+                 'process')
+        raise FloatingPointError(
+            f'training loss is {where}; stopping at step '
+            f'{self.global_step}. The last good checkpoint in '
+            f'{self.conf.logdir} is kept. Try a lower conf.lr, '
+            'conf.grad_clip > 0 or 32-bit precision.')
+
+    def on_train_end(self):
+        self._check_finite()
 
     def _maybe_evaluate(self):
         evaluation.evaluate_during_training(self)
@@ -380,6 +407,8 @@ class LitModel(pl.LightningModule):
             self.ema_model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint):
+        # never a checkpoint of weights updated by a non-finite loss
+        self._check_finite()
         # what the decoder's output means (hyper_parameters leave enums
         # out, as the reference does); a file without it predicts eps
         checkpoint[validation.TARGET_KEY] = \
@@ -638,6 +667,9 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         evaluation.parse_programs(conf.eval_programs)  # typos fail first
     accelerator, devices, nodes, n_proc = resolve_processes(
         conf, gpus, nodes, accelerator)
+    if accelerator == 'gpu':
+        rank_zero_info(hardware.configure_gpu_math(conf.tf32,
+                                                   conf.cudnn_benchmark))
     # one run per run folder (a re-submitted job stops here at once)
     with (run_lock.run_folder_lock(conf.logdir) if mode == 'train' else
           contextlib.nullcontext()):
@@ -655,4 +687,4 @@ __all__ = ['LitModel', 'train', 'evaluate', 'ema_update', 'WarmupLR',
            'LRSchedule',
            'is_time', 'resolve_devices', 'resolve_precision',
            'resolve_processes', 'choose_resume', 'make_trainer',
-           'StepProgressBar']
+           'StepProgressBar', 'NonFiniteWatch']

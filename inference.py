@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import checkpoint_io
+import hardware
 import renderer
 import validation
 import weights_file
@@ -50,6 +51,9 @@ class DiffAEWeights(nn.Module):
         self.ema_model = conf.make_model_conf().make_model()
         self.ema_model.requires_grad_(False)
         self.ema_model.eval()
+        if conf.compile:
+            # in place: the keys stay those of the checkpoints
+            hardware.compile_in_place(self.ema_model, conf.compile_backend)
         # (None: the template's; a weights file says whether it has them)
         if latent_stats is None:
             latent_stats = conf.latent_infer_path is not None

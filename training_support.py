@@ -1,8 +1,9 @@
 """What training needs besides the Lightning module: the EMA update, the
-learning-rate schedule, the whole-run progress bar, and the choice of
-devices, processes and precision for a run. Used by ``experiment.py``
-(the DiffAE) and ``experiment_classifier.py`` (the attribute classifier);
-``experiment`` re-exports every name, as before."""
+non-finite-loss watch, the learning-rate schedule, the whole-run progress
+bar, and the choice of devices, processes and precision for a run. Used
+by ``experiment.py`` (the DiffAE) and ``experiment_classifier.py`` (the
+attribute classifier); ``experiment`` re-exports every name, as
+before."""
 import math
 import warnings
 from typing import Optional
@@ -32,6 +33,36 @@ def ema_update(source: torch.nn.Module, target: torch.nn.Module,
     src, tgt = _float_tensors(source), _float_tensors(target)
     assert len(src) == len(tgt), 'EMA model does not mirror the model'
     torch._foreach_lerp_(tgt, src, 1 - decay)
+
+
+class NonFiniteWatch:
+    """The first training step whose loss is not finite, kept on the
+    loss's device: ``note`` queues two tiny device ops and never waits for
+    the GPU; ``first_bad`` reads the record on the host (one sync), which
+    LitModel does every ``every`` optimizer steps and before writing
+    anything (the official code has no such check)."""
+
+    every = 100
+
+    def __init__(self):
+        self.step = None  # -1 while every loss was finite
+        self.loss = None
+
+    def note(self, loss: torch.Tensor, step: int):
+        loss = loss.detach().float()
+        if self.step is None or self.step.device != loss.device:
+            self.step = torch.full((), -1, dtype=torch.long,
+                                   device=loss.device)
+            self.loss = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self.step < 0)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss, self.loss)
+
+    def first_bad(self):
+        """(step, loss) of the first non-finite loss, or (None, None)."""
+        if self.step is None or int(self.step) < 0:
+            return None, None
+        return int(self.step), float(self.loss)
 
 
 class WarmupLR:
@@ -164,5 +195,6 @@ def resolve_processes(conf: TrainConfig, gpus, nodes=1,
 
 
 
-__all__ = ['ema_update', 'WarmupLR', 'LRSchedule', 'StepProgressBar',
-           'resolve_devices', 'resolve_precision', 'resolve_processes']
+__all__ = ['ema_update', 'NonFiniteWatch', 'WarmupLR', 'LRSchedule',
+           'StepProgressBar', 'resolve_devices', 'resolve_precision',
+           'resolve_processes']
