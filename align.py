@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from dataset_util import upright
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_URL = ('http://dlib.net/files/'
@@ -235,7 +237,7 @@ Detector = Callable[[np.ndarray], Sequence]
 
 def open_photo(path) -> Image.Image:
     """An RGB photo, turned upright by its EXIF orientation."""
-    return ImageOps.exif_transpose(Image.open(path)).convert('RGB')
+    return upright(Image.open(path)).convert('RGB')
 
 
 def main_face_first(found) -> List[Face]:

@@ -8,15 +8,18 @@ Lightning classes such files contain; anything else in a file is still
 refused.
 """
 import hashlib
+import io
 import json
 import os
 import pickle
 import re
+import shutil
+import socket
 import struct
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import safetensors
 import safetensors.torch
@@ -254,13 +257,183 @@ def load_state_verified(module: torch.nn.Module, state_dict: Mapping,
     return module.load_state_dict(state_dict, strict=False)
 
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file then rename: a kill during the save
-    never leaves a truncated ``path``."""
-    path = str(path)
-    tmp = f'{path}.tmp{os.getpid()}'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------------
+# atomic, durable writes
+# ---------------------------------------------------------------------------
+# a write in progress lives next to its target as <target>.tmp-<host>-<pid>:
+# same folder, so the final rename never crosses a filesystem, and named
+# after its writer, so the next write can tell a dead writer's leftover
+TEMP_RE = re.compile(r'^(?P<target>.+)\.tmp-(?P<host>.+)-(?P<pid>\d+)$')
+
+
+def temp_path(path) -> str:
+    """Where :func:`atomic_write` stages ``path`` (same folder)."""
+    path = os.path.abspath(os.fspath(path))
+    return f'{path}.tmp-{socket.gethostname()}-{os.getpid()}'
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename inside ``folder`` durable (best effort: some
+    filesystems cannot fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(folder, target: Optional[str] = None) -> list:
+    """Remove the temporary files and folders of killed writes in
+    ``folder`` (of ``target`` only, when given): those whose writer was
+    on this host and is gone. Each removal is printed; leftovers of other
+    hosts are named in a warning, never touched. Returns the removed
+    paths."""
+    removed, foreign = [], []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for name in names:
+        m = TEMP_RE.match(name)
+        if m is None or (target is not None and m['target'] != target):
+            continue
+        path = os.path.join(folder, name)
+        if m['host'] != host:
+            foreign.append(path)
+            continue
+        pid = int(m['pid'])
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                continue
+        print(f'removed {path}: the unfinished write of process {pid} '
+              '(killed before it completed)', flush=True)
+        removed.append(path)
+    if foreign:
+        warnings.warn(f'unfinished writes of processes on other hosts: '
+                      f'{foreign}; delete them if those writes are dead')
+    return removed
+
+
+def atomic_write(path, write: Callable, binary: bool = True) -> None:
+    """Write ``path`` so that it is always either the old file or the
+    complete new one, on any filesystem, on a full disk or a kill -9:
+    ``write(f)`` fills a temporary file in the same folder
+    (:func:`temp_path`), which is flushed, fsynced and renamed over
+    ``path``; then the folder is fsynced. On an error the temporary file
+    is removed (``path`` untouched) and the error raised. Leftovers of
+    earlier killed writes of ``path`` are removed first."""
+    path = os.path.abspath(os.fspath(path))
+    folder, name = os.path.split(path)
+    remove_stale_temps(folder, name)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, 'wb' if binary else 'w') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(folder)
+
+
+def atomic_save(obj, path) -> None:
+    """``torch.save`` through :func:`atomic_write`. The object is
+    serialised in memory first: a write error (e.g. a full disk) is then
+    an OSError naming its cause, not torch's zip-writer assertion."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def atomic_checkpoint_io():
+    """A Lightning CheckpointIO that saves with :func:`atomic_save` (next
+    to the target, fsynced, renamed). Lightning's own writer stages the
+    file in ``$TMPDIR`` and moves it, which is a copy into the target when
+    the run folder is on another filesystem: a kill or a full disk then
+    left a 0-byte or truncated checkpoint."""
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if storage_options is not None:
+                raise TypeError('AtomicCheckpointIO takes no '
+                                f'storage_options (got {storage_options})')
+            os.makedirs(os.path.dirname(os.path.abspath(path)),
+                        exist_ok=True)
+            atomic_save(checkpoint, path)
+
+    return AtomicCheckpointIO()
+
+
+def adopt_optimizer_settings(checkpoint: dict, fresh: dict) -> list:
+    """Give a Lightning checkpoint's optimizer and lr-scheduler states the
+    settings of freshly configured ones, before Lightning restores them.
+
+    ``fresh`` is what ``configure_optimizers`` returns (a dict with
+    'optimizer' and maybe 'lr_scheduler'). The settings of each parameter
+    group (lr, weight decay, betas, the AdamW flag, ...) and a LambdaLR's
+    schedule (base lrs, its factor object's fields) become the fresh ones;
+    the moments, the step counts and the schedule's position are kept, and
+    the current lr becomes ``base_lr * factor(position)``. Returns
+    [(setting, checkpoint's value, fresh value)] for the group settings
+    that changed (``lr`` as the base lr before any schedule factor)."""
+    states = checkpoint.get('optimizer_states') or []
+    if not states:
+        return []
+    optim = fresh['optimizer']
+    sched = (fresh.get('lr_scheduler') or {}).get('scheduler')
+    saved_sched = (checkpoint.get('lr_schedulers') or [None])[0]
+    lambda_lr = isinstance(sched, torch.optim.lr_scheduler.LambdaLR)
+    pos = saved_sched.get('last_epoch', 0) if saved_sched else 0
+    changed, last_lr = [], []
+    for i, (old, new) in enumerate(zip(states[0]['param_groups'],
+                                       optim.param_groups)):
+        base_old = old.get('initial_lr', old.get('lr'))
+        base_new = new.get('initial_lr', new['lr'])
+        if base_old != base_new:
+            changed.append(('lr', base_old, base_new))
+        for k, v in new.items():
+            if k not in ('params', 'lr', 'initial_lr') and old.get(k) != v:
+                changed.append((k, old.get(k), v))
+                old[k] = v
+        if 'initial_lr' in new:
+            old['initial_lr'] = base_new
+        old['lr'] = (base_new * sched.lr_lambdas[i](pos) if lambda_lr
+                     else base_new)
+        last_lr.append(old['lr'])
+    if lambda_lr and saved_sched:
+        saved_sched['base_lrs'] = list(sched.base_lrs)
+        saved_sched['lr_lambdas'] = sched.state_dict()['lr_lambdas']
+        saved_sched['_last_lr'] = last_lr
+    return changed
 
 
 def run_checkpoint_callback(**kwargs):
@@ -284,7 +457,9 @@ def run_checkpoint_callback(**kwargs):
                         'exists')
                 raise CheckpointSaveError(
                     f'cannot write checkpoint {filepath} at step '
-                    f'{trainer.global_step}: {e}. Training stopped; {kept}. '
+                    f'{trainer.global_step}: {e}. Training stopped; nothing '
+                    f'partial was left (the file is staged next to its '
+                    f'target and removed on an error); {kept}. '
                     f'Make {os.path.dirname(filepath)} writable (or free '
                     'disk space) and rerun the same command to resume.'
                 ) from e
@@ -334,15 +509,12 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path,
     Tensors that share memory (tied weights, e.g. the latent net's
     ``linear_emb`` / ``cond_layers.1``) are each written under their key."""
     path = str(path)
-    tmp = f'{path}.tmp{os.getpid()}'
+    data = safetensors.torch.save(
+        {k: v.detach().clone().contiguous() for k, v in tensors.items()},
+        metadata=dict(metadata))
     try:
-        safetensors.torch.save_file(
-            {k: v.detach().clone().contiguous() for k, v in tensors.items()},
-            tmp, metadata=dict(metadata))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(data))
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         raise CheckpointSaveError(f'cannot write {path}: {e}') from e
 
 

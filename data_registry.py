@@ -138,8 +138,8 @@ def _image_folder(path, image_size, **kwargs):
     if path is None:
         raise ValueError("data_name='imagefolder' needs conf.data_dir = "
                          "'<folder of images>'")
-    kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp', 'JPG', 'JPEG',
-                               'PNG'])
+    # matched in any case (upper.Jpg, x.WEBP)
+    kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp'])
     kwargs.setdefault('sort_names', True)
     return D.ImageDataset(path, image_size=image_size, **kwargs)
 

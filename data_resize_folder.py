@@ -7,13 +7,12 @@ Each image is converted to RGB, resized (Lanczos; shorter side to
 ``--size``) and center-cropped, encoded (``--format``, ``--quality``) and
 stored under ``<size>-<index>`` keys (``--zfill`` digits), in sorted
 file-name order (``--order index`` takes the index from numeric file
-names), plus ``length``. With the defaults (``--zfill 7``) the result reads
-like the LSUN LMDBs::
-
-    Horse_lmdb('datasets/mine.lmdb', image_size=128,
-               original_resolution=128)
-
-and with ``--zfill 5`` like FFHQ / CelebA-HQ (``CelebHQlmdb``). To train
+names), plus ``length``. Photos are turned upright by their EXIF
+orientation first; extensions match in any case. With the defaults
+(``--zfill 5``, key prefix = ``--size``) the result reads like FFHQ:
+``--size 256`` gives what ``conf.data_name = 'ffhqlmdb256'`` reads (at any
+``conf.img_size``). With ``--zfill 7`` it reads like the LSUN LMDBs
+(``Horse_lmdb``, ``Bedroom_lmdb``). To train
 on a folder without converting, use ``data_name='imagefolder'`` and
 ``conf.data_dir``.
 """
@@ -37,12 +36,15 @@ def main(argv=None):
                    default=min(8, os.cpu_count() or 1))
     p.add_argument('--prefix', default=None,
                    help='key prefix (default: the size)')
-    p.add_argument('--zfill', type=int, default=7)
+    p.add_argument('--zfill', type=int, default=5,
+                   help='digits of the key index (5: the FFHQ / CelebA-HQ '
+                   "readers, e.g. data_name='ffhqlmdb256'; 7: LSUN)")
     p.add_argument('--format', default='webp',
                    choices=['webp', 'jpeg', 'jpg', 'png'])
     p.add_argument('--quality', type=int, default=100)
     p.add_argument('--order', default='sorted', choices=['sorted', 'index'])
-    p.add_argument('--exts', default='jpg,jpeg,png,webp,JPG,JPEG,PNG')
+    p.add_argument('--exts', default='jpg,jpeg,png,webp',
+                   help='file extensions, matched in any case')
     p.add_argument('--no-crop', action='store_true',
                    help='resize the shorter side only, no center crop')
     p.add_argument('--overwrite', action='store_true')

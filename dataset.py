@@ -50,7 +50,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
-                          decode_image, list_images, open_image)
+                          decode_image, list_images, list_images_told,
+                          open_image)
 
 # the 40 CelebA attributes, in the official order
 CELEBA_ATTRS = [
@@ -191,7 +192,7 @@ class ImageDataset(Dataset, _SmallImageWarning):
 
     Args:
         folder: the folder; with ``has_subdir`` its subfolders too.
-        exts: file extensions to take (case-sensitive, as globbing is).
+        exts: file extensions to take, in any case (``upper.Jpg`` is a jpg).
         sort_names: sort the relative paths (else glob order per ext).
         do_augment: random horizontal flip; do_transform: ToTensor;
             do_normalize: to [-1, 1].
@@ -210,7 +211,7 @@ class ImageDataset(Dataset, _SmallImageWarning):
             raise FileNotFoundError(
                 f"image folder '{folder}' does not exist (for "
                 "data_name='imagefolder' it is conf.data_dir)")
-        self.paths = list_images(folder, exts, has_subdir)
+        self.paths = list_images_told(folder, exts, has_subdir)
         if not self.paths:
             where = ' (and its subfolders)' if has_subdir else ''
             raise FileNotFoundError(
@@ -307,13 +308,22 @@ class BaseLMDB(Dataset):
         return f'{self.original_resolution}-{str(index).zfill(self.zfill)}'
 
     def _guess(self) -> str:
-        """A hint at the settings that would read the keys found."""
+        """What wrote the keys found, and the converter flags that write
+        the keys this reader needs."""
+        found = ''
         for k in self.db.first_keys(5):
             prefix, _, digits = k.rpartition('-')
             if prefix and digits.isdigit():
-                return (f" (these look like original_resolution="
-                        f"{prefix!r}, zfill={len(digits)})")
-        return ''
+                found = (f' (they look like data_resize_folder.py --prefix '
+                         f'{prefix} --zfill {len(digits)})')
+                break
+        want = self.original_resolution
+        return (f'{found}. This reader needs --prefix {want} --zfill '
+                f'{self.zfill}: rewrite it with `python data_resize_folder.py'
+                f' --in <your images> --out {self.path} --overwrite --size '
+                f'{want} --zfill {self.zfill}` (or --prefix {want} to keep '
+                'another image size; the images are resized to conf.img_size '
+                'when read)')
 
     def __len__(self):
         return self.length

@@ -17,12 +17,13 @@ import shutil
 import tempfile
 import warnings
 import weakref
+from collections import Counter
 from io import BytesIO
 from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dist_utils import barrier, get_rank
 
@@ -73,23 +74,58 @@ def use_cached_dataset_path(source_path, cache_path):
 # ---------------------------------------------------------------------------
 # images
 # ---------------------------------------------------------------------------
-# background that transparent pixels are composited onto
-def list_images(folder, exts: Sequence[str], has_subdir: bool = True
-                ) -> List[Path]:
-    """Files in ``folder`` ending in one of ``exts`` (relative paths, in
-    glob order per extension, without duplicates)."""
-    folder = Path(folder)
-    pattern = '**/*.{}' if has_subdir else '*.{}'
+def _all_files(folder: Path, has_subdir: bool) -> List[Path]:
+    return [p for p in folder.glob('**/*' if has_subdir else '*')
+            if p.is_file()]
+
+
+def _with_exts(files: List[Path], folder: Path, exts: Sequence[str]
+               ) -> List[Path]:
+    """The relative paths of ``files`` ending in one of ``exts`` in any
+    case, extension by extension (glob order within one)."""
     seen, out = set(), []
-    for ext in exts:
-        for p in folder.glob(pattern.format(ext.lstrip('.'))):
+    for ext in dict.fromkeys('.' + e.lstrip('.').lower() for e in exts):
+        for p in files:
             rel = p.relative_to(folder)
-            if rel not in seen and p.is_file():
+            if p.name.lower().endswith(ext) and rel not in seen:
                 seen.add(rel)
                 out.append(rel)
     return out
 
 
+def list_images(folder, exts: Sequence[str], has_subdir: bool = True
+                ) -> List[Path]:
+    """Files in ``folder`` ending in one of ``exts``, in any case
+    (``upper.Jpg`` and ``x.WEBP`` count; relative paths, in glob order per
+    extension, without duplicates)."""
+    folder = Path(folder)
+    return _with_exts(_all_files(folder, has_subdir), folder, exts)
+
+
+def list_images_told(folder, exts: Sequence[str], has_subdir: bool = True
+                     ) -> List[Path]:
+    """:func:`list_images`, saying how many files the folder holds, how
+    many of them will be read and which kinds were left out."""
+    folder = Path(folder)
+    files = _all_files(folder, has_subdir)
+    rels = _with_exts(files, folder, exts)
+    taken = set(rels)
+    other = Counter(p.suffix.lower() or '(no extension)' for p in files
+                    if p.relative_to(folder) not in taken)
+    where = ' (subfolders included)' if has_subdir else ''
+    left = ''
+    if other:
+        kinds = ', '.join(f'{n} {ext}' for ext, n in other.most_common())
+        left = (f'; {sum(other.values())} other files left out ({kinds}): '
+                'add their extension to the exts setting to read them')
+    exts = sorted({e.lstrip('.').lower() for e in exts})
+    print(f"'{folder}'{where}: {len(files)} files found, {len(rels)} images "
+          f'with extensions {exts} (any case) will be read{left}',
+          flush=True)
+    return rels
+
+
+# background that transparent pixels are composited onto
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -129,6 +165,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert('RGB')
 
 
+# the EXIF tag saying how a camera stored the picture: phone photos are
+# often stored sideways (6: turned 90 degrees clockwise to show, 8:
+# counter-clockwise) and shown upright by every viewer
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned the way its EXIF Orientation says it is shown
+    (Pillow's ``ImageOps.exif_transpose``); ``img`` itself when it has no
+    such tag. Every image reader and converter applies it."""
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:      # unreadable EXIF: the pixels as stored
+        return img
+    if orientation in (None, 1):
+        return img
+    return ImageOps.exif_transpose(img)
+
+
 def decode_image(data: bytes, where: str) -> Image.Image:
     """Decode image bytes into an RGB image (see :func:`to_rgb`).
 
@@ -142,7 +197,7 @@ def decode_image(data: bytes, where: str) -> Image.Image:
         raise CorruptImageError(
             f'cannot decode the image at {where}: {type(e).__name__}: {e}'
         ) from e
-    return to_rgb(img)
+    return to_rgb(upright(img))
 
 
 def open_image(path) -> Image.Image:
@@ -151,7 +206,7 @@ def open_image(path) -> Image.Image:
     try:
         with Image.open(path) as f:
             f.load()
-            img = to_rgb(f)
+            img = to_rgb(upright(f))
             if img is f:
                 # the file closes with the block; keep the pixels
                 img = f.copy()

@@ -5,6 +5,7 @@ This file is the Lightning glue. The math lives elsewhere: networks in
 ``model/``, diffusion in ``diffusion/``, decoding in ``renderer.py``,
 metrics in ``metrics.py``, the eval programs in ``evaluation.py``.
 """
+import contextlib
 import copy
 import json
 import os
@@ -27,6 +28,7 @@ import evaluation
 import hardware
 import metrics
 import renderer
+import run_lock
 import validation
 from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
@@ -245,6 +247,7 @@ class LitModel(pl.LightningModule):
         if self.conf.train_mode.require_dataset_infer():
             if self.conds is None:
                 raise RuntimeError(missing_latents_message(self.conf))
+            validation.check_latents_match_data(self.conds, self.conf)
             print('latents:', tuple(self.conds.shape),
                   'mean of mean:', self.conds_mean.mean().item(),
                   'mean of std:', self.conds_std.mean().item())
@@ -467,6 +470,12 @@ class LitModel(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         self._resumed_rng = checkpoint.get('rng_states')
         self._resumed_rngs = checkpoint.get('rng_states_per_rank')
+        # a resumed run trains with the config's lr, weight decay, warm-up,
+        # ... (the optimizer state would keep the old ones): told, one
+        # warning (validation.warn_resume_differences)
+        changed = checkpoint_io.adopt_optimizer_settings(
+            checkpoint, self.configure_optimizers())
+        validation.warn_resume_differences(checkpoint, self.conf, changed)
 
     def on_train_start(self):
         rng = getattr(self, '_resumed_rng', None)
@@ -627,6 +636,9 @@ def make_trainer(conf: TrainConfig, accelerator, devices, nodes, n_proc,
         precision=resolve_precision(conf, accelerator, precision),
         callbacks=[checkpoint, LearningRateMonitor(), *callbacks,
                    *([] if own_bar else [StepProgressBar()])],
+        # saved next to the target, fsynced, renamed: atomic on any
+        # filesystem (Lightning's own writer is not across filesystems)
+        plugins=[checkpoint_io.atomic_checkpoint_io()],
         logger=pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
                                             version=''),
         accumulate_grad_batches=conf.accum_batches,
@@ -694,12 +706,16 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
     if accelerator == 'gpu':
         rank_zero_info(hardware.configure_gpu_math(conf.tf32,
                                                    conf.cudnn_benchmark))
-    model = LitModel(conf)
-    trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
-                           precision, max_steps, callbacks, **trainer_kwargs)
-    if mode == 'eval':
-        return evaluate(conf, trainer, n_proc, model)
-    trainer.fit(model, ckpt_path=choose_resume(conf))
+    # one run per run folder (a re-submitted job stops here at once)
+    with (run_lock.run_folder_lock(conf.logdir) if mode == 'train' else
+          contextlib.nullcontext()):
+        model = LitModel(conf)
+        trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
+                               precision, max_steps, callbacks,
+                               **trainer_kwargs)
+        if mode == 'eval':
+            return evaluate(conf, trainer, n_proc, model)
+        trainer.fit(model, ckpt_path=choose_resume(conf))
     return model
 
 

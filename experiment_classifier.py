@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import checkpoint_io
 import data_registry
 import launcher
+import run_lock
 import weights_file
 from choices import ManipulateLossType
 from config import TrainConfig
@@ -249,8 +250,10 @@ def train_cls(conf: TrainConfig, gpus, precision: Optional[str] = None,
         precision=precision or '32-true', callbacks=[checkpoint],
         logger=pl_loggers.TensorBoardLogger(save_dir=conf.logdir, name='',
                                             version=''),
-        accumulate_grad_batches=conf.accum_batches)
-    trainer.fit(model, ckpt_path=resume)
+        accumulate_grad_batches=conf.accum_batches,
+        plugins=[checkpoint_io.atomic_checkpoint_io()])
+    with run_lock.run_folder_lock(conf.logdir):
+        trainer.fit(model, ckpt_path=resume)
     return model
 
 

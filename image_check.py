@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
+from checkpoint_io import atomic_write
 from dataset_util import CorruptImageError
 
 POLICIES = ('error', 'skip')
@@ -107,10 +108,7 @@ def check_images(folder: str, rels: Sequence[str], workers: int = None,
 def _write_cache(path, cache):
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f'{path}.tmp{os.getpid()}'
-        with open(tmp, 'w') as f:
-            json.dump(cache, f)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: json.dump(cache, f), binary=False)
     except OSError as e:      # a read-only home: check again next time
         warnings.warn(f'could not write the image-check cache {path}: {e}')
 

@@ -33,8 +33,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 import image_check
+from checkpoint_io import fsync_dir, remove_stale_temps, temp_path
 from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
-                          decode_image, list_images, open_image)
+                          decode_image, list_images, list_images_told,
+                          open_image)
 
 # Pillow's names for the formats (``jpg`` is not one of them)
 _FORMAT_ALIASES = {'jpg': 'jpeg', 'tif': 'tiff'}
@@ -85,6 +87,7 @@ def _replace_dir(tmp: str, target: str):
         os.rmdir(old)
         os.rename(target, old)
     os.rename(tmp, target)
+    fsync_dir(os.path.dirname(os.path.abspath(target)))
     if old is not None:
         if os.path.isdir(old) and not os.path.islink(old):
             shutil.rmtree(old, ignore_errors=True)
@@ -125,8 +128,13 @@ class LMDBImageWriter:
         import lmdb
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        self._tmp = tempfile.mkdtemp(
-            dir=parent, prefix=os.path.basename(self.path) + '.tmp-')
+        # <out>.tmp-<host>-<pid>: a killed writer's folder is removed by
+        # the next write of the same LMDB (named as it goes)
+        remove_stale_temps(parent, os.path.basename(self.path))
+        self._tmp = temp_path(self.path)
+        if os.path.exists(self._tmp):
+            shutil.rmtree(self._tmp)
+        os.makedirs(self._tmp)
         self._env = lmdb.open(self._tmp, map_size=_INITIAL_MAP_SIZE,
                               readahead=False)
         self.i = 0
@@ -338,7 +346,7 @@ def folder_to_lmdb(in_folder, out_path, size: Optional[int] = 256,
         total = db.num_entries()
         sources = _lsun_items(in_folder)
     else:
-        rels = list_images(in_folder, exts, has_subdir)
+        rels = list_images_told(in_folder, exts, has_subdir)
         if not rels:
             where = 'or its subfolders ' if has_subdir else ''
             raise FileNotFoundError(

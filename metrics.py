@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from checkpoint_io import atomic_write
 from choices import LPIPS_NETS
 from config import TrainConfig
 from dataset import SubsetDataset
@@ -332,10 +333,7 @@ def real_statistics(conf: TrainConfig, val_data: Dataset,
     mu, sigma = activation_statistics(torch.cat(feats))
     if use_cache:
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp'
-        with open(tmp, 'wb') as f:
-            np.savez(f, mu=mu, sigma=sigma, **key)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, mu=mu, sigma=sigma, **key))
     return mu, sigma
 
 

@@ -54,16 +54,7 @@ def check_train_conf(conf, mode='train'):
                 errors.append(f'conf.{f}={v} is more steps than the '
                               f'diffusion has (conf.T={conf.T})')
     if mode == 'train' and not errors:
-        ts = conf.total_samples
-        per_step = conf.batch_size * conf.accum_batches
-        if isinstance(ts, bool) or not isinstance(ts, int) or ts <= 0:
-            errors.append(f'conf.total_samples={ts!r} must be a positive '
-                          'integer (samples to train on)')
-        elif ts < per_step:
-            errors.append(
-                f'conf.total_samples={ts} is less than one optimizer step '
-                f'(conf.batch_size x accum_batches = {per_step}): nothing '
-                'would be trained')
+        _check_sample_budget(conf, errors)
     errors += _lpips_loss_errors(conf)
     if errors:
         raise ValueError('invalid training settings:\n  ' +
@@ -90,6 +81,37 @@ def _lpips_loss_errors(conf):
         errors.append(f'conf.lpips_loss_t_max={t_max!r} must be an integer '
                       f'in 1..conf.T={conf.T} (the term counts at t < it)')
     return errors
+
+
+def _check_sample_budget(conf, errors):
+    """total_samples and save_every_samples against one optimizer step
+    (batch_size x accum_batches samples)."""
+    ts, every = conf.total_samples, conf.save_every_samples
+    per_step = conf.batch_size * conf.accum_batches
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts <= 0:
+        errors.append(f'conf.total_samples={ts!r} must be a positive '
+                      'integer (samples to train on)')
+    elif ts < per_step:
+        errors.append(
+            f'conf.total_samples={ts} is less than one optimizer step '
+            f'(conf.batch_size x accum_batches = {per_step}): nothing '
+            'would be trained')
+    elif ts % per_step:
+        warnings.warn(
+            f'conf.total_samples={ts} is not a whole number of optimizer '
+            f'steps of {per_step} samples (conf.batch_size '
+            f'{conf.batch_size} x accum_batches {conf.accum_batches}): the '
+            f'run trains {ts // per_step} steps ({ts // per_step * per_step}'
+            f' samples); the last {ts % per_step} are not trained')
+    if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+        errors.append(
+            f'conf.save_every_samples={every!r} must be a positive number of '
+            'samples (a checkpoint every that many; a run that never saves '
+            f'cannot resume). Take e.g. {max(per_step, 100_000)}')
+    elif every < per_step:
+        warnings.warn(
+            f'conf.save_every_samples={every} is less than one optimizer '
+            f'step ({per_step} samples): a checkpoint is saved at every step')
 
 
 def _norm(v):
@@ -137,6 +159,79 @@ def warn_if_hparams_differ(state_or_path, conf, source=None):
                       'the checkpoint (or template) you mean.')
     return diffs
 
+
+# training settings that a resumed checkpoint's state (optimizer,
+# scheduler) would override or that a resume could silently ignore; on
+# resume the config's values are applied and every difference is told
+RESUME_FIELDS = ('lr', 'weight_decay', 'warmup', 'lr_decay',
+                 'lr_decay_final', 'total_samples', 'ema_decay',
+                 'batch_size', 'accum_batches', 'grad_clip')
+# optimizer-state settings -> the config field they come from
+_GROUP_FIELDS = {'lr': 'lr', 'weight_decay': 'weight_decay',
+                 'decoupled_weight_decay': 'optimizer'}
+
+
+def resume_differences(checkpoint: dict, conf, optimizer_changes=()):
+    """[(field, checkpoint's value, config's value)]: the RESUME_FIELDS
+    whose saved hyper-parameter differs from ``conf``, and the optimizer
+    settings that ``checkpoint_io.adopt_optimizer_settings`` changed (for
+    files without hyper-parameters, and the optimizer type, which they
+    leave out)."""
+    saved = checkpoint.get('hyper_parameters') or {}
+    own = conf.as_dict_jsonable()
+    out = [(f, saved[f], own[f]) for f in RESUME_FIELDS
+           if f in saved and f in own and saved[f] != own[f]]
+    named = {f for f, _, _ in out}
+    for key, old, new in optimizer_changes:
+        field = _GROUP_FIELDS.get(key)
+        if field is None or field in named:
+            continue
+        if field == 'optimizer':
+            if old is None:     # a file from before the flag existed
+                continue
+            old, new = ('adamw' if old else 'adam'), conf.optimizer.value
+        if old != new:
+            out.append((field, old, new))
+        named.add(field)
+    return out
+
+
+def warn_resume_differences(checkpoint: dict, conf, optimizer_changes=()):
+    """One warning naming every training setting in which ``conf``
+    differs from the resumed checkpoint, both values and the one used (the
+    config's: see README, Resuming)."""
+    diffs = resume_differences(checkpoint, conf, optimizer_changes)
+    if diffs:
+        step = checkpoint.get('global_step', '?')
+        lines = '\n'.join(f'  {f}: checkpoint {a!r}, config {b!r} -> using '
+                          f'{b!r}' for f, a, b in diffs)
+        warnings.warn(
+            f'resuming at step {step} with training settings other than the '
+            f"checkpoint's; the config's values are used from here on (the "
+            "optimizer's moments, the step count, the EMA weights and the "
+            'data position are kept) and recorded in the new checkpoints:\n'
+            f'{lines}\nTo continue with the checkpoint\'s values, set them '
+            'back in the config.')
+    return diffs
+
+
+def check_latents_match_data(conds, conf):
+    """ValueError when ``conf.latent_infer_path`` holds another number of
+    latents than the training set has images (inferred on other data, or
+    cut short). Nothing is checked when the images are not here."""
+    try:
+        n_images = len(conf.make_dataset())
+    except Exception:       # only latent.pkl is here: nothing to compare
+        return
+    if len(conds) != n_images:
+        raise ValueError(
+            f'latent file {conf.latent_infer_path} holds {len(conds)} latents '
+            f'but the training set (conf.data_name={conf.data_name!r}, '
+            f'{conf.data_path}) has {n_images} images: it was inferred on '
+            'other data or cut short. Re-run the \'infer\' eval program on '
+            'the autoencoder of this dataset (conf.eval_programs = '
+            "['infer'], mode='eval'), or point conf.latent_infer_path at "
+            'the right file.')
 
 
 def load_verified(module, conf, path, map_location='cpu',

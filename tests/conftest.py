@@ -161,3 +161,22 @@ def stand_in_alexnet(path, seed=1):
     torch.save({k: v for k, v in state.items() if k.startswith('features.')},
                path)
     return str(path)
+
+
+def mount_tmpfs(path, size: str):
+    """Mount a tmpfs of ``size`` (e.g. '64m') at the new folder ``path``
+    (a filesystem other than $TMPDIR's); skips the test where mounting is
+    not allowed. Unmount with :func:`umount`."""
+    import subprocess
+    os.makedirs(path)
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}',
+                        'tmpfs', str(path)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip('cannot mount a tmpfs here (needs root or '
+                    f'CAP_SYS_ADMIN): {r.stderr.strip()}')
+    return Path(path)
+
+
+def umount(path):
+    import subprocess
+    subprocess.run(['umount', '-l', str(path)], check=False)

@@ -217,7 +217,9 @@ def test_lmdb_with_other_key_format(tmp_path):
     assert path in msg
     assert "'256-00000'" in msg            # expected
     assert "'256-0000000'" in msg          # found
-    assert 'zfill=7' in msg                # the guess
+    assert '--zfill 7' in msg              # the guess
+    assert '--prefix 256 --zfill 5' in msg  # the converter flags that fix it
+    assert 'original_resolution' not in msg  # no config field of that name
 
 
 def test_corrupt_record_names_key(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 import shapes_data
 
-from conftest import ROOT
+from conftest import ROOT, conf_from_recipe, load_recipe
 
 sys.path.insert(0, str(ROOT / 'tests'))
 
@@ -247,6 +247,7 @@ def test_unsafe_pickle_is_refused_in_the_projects_words(tmp_path, what):
     ('batch_size', 0, 'batch_size=0'),
     ('T', 0, 'conf.T=0'),
     ('T_eval', 2000, 'T_eval=2000 is more steps'),
+    ('save_every_samples', 0, 'save_every_samples=0 must be a positive'),
 ])
 def test_bad_settings_stop_before_any_work(tmp_path, field, value, words):
     from tiny_training import tiny_shapes_conf
@@ -284,6 +285,37 @@ def test_bad_latent_pkl_names_the_file(tmp_path, kind):
     with pytest.raises(err, match=words) as e:
         LitModel(conf)
     assert str(path) in str(e.value)
+
+
+def test_a_budget_of_part_steps_says_what_is_trained():
+    import validation
+    from tiny_training import tiny_shapes_conf
+    conf = tiny_shapes_conf('unused', 'unused')
+    conf.batch_size, conf.accum_batches, conf.total_samples = 8, 3, 32
+    conf.save_every_samples = 8
+    with pytest.warns(UserWarning) as caught:
+        validation.check_train_conf(conf)
+    said = ' '.join(str(w.message) for w in caught)
+    # 32 samples in steps of 8 x 3 = 24: one step, 8 samples left over
+    assert 'trains 1 steps (24 samples); the last 8 are not trained' in said
+    assert 'save_every_samples=8 is less than one optimizer step' in said
+
+
+def test_latent_pkl_of_other_length_than_the_data_names_both(tmp_path,
+                                                             shapes_lmdb):
+    from conftest import golden
+    from evaluation import save_latents
+    from experiment import LitModel
+    conf = conf_from_recipe(load_recipe(golden('tiny_autoenc_latent'))[
+        'recipe'])
+    conf.data_name, conf.data_dir = 'shapes', shapes_lmdb   # 40 images
+    path = tmp_path / 'latent.pkl'
+    save_latents(torch.randn(10, conf.style_ch), str(path))
+    conf.latent_infer_path = str(path)
+    with pytest.raises(ValueError) as e:
+        LitModel(conf).train_dataloader()
+    msg = str(e.value)
+    assert str(path) in msg and '10 latents' in msg and '40 images' in msg
 
 
 def _set_length(path, n):
@@ -482,12 +514,13 @@ def test_cli_names_every_bad_image_and_keeps_earlier_results(tmp_path,
 # ---------------------------------------------------------------------------
 def test_read_only_run_folder_stops_clearly_and_keeps_last_ckpt(
         tmp_path, shapes_lmdb, monkeypatch):
-    """From step 3 on, every write into the run folder fails with EROFS
-    (simulated in fsspec, through which Lightning writes checkpoints: the
-    tests run as root, whom chmod does not stop)."""
+    """From step 3 on, every checkpoint write into the run folder fails
+    with EROFS (simulated in checkpoint_io's open, through which the
+    checkpoints are written: the tests run as root, whom chmod does not
+    stop)."""
+    import builtins
     import errno
 
-    import fsspec.implementations.local as local
     import pytorch_lightning as pl
     from tiny_training import tiny_shapes_conf
 
@@ -497,14 +530,13 @@ def test_read_only_run_folder_stops_clearly_and_keeps_last_ckpt(
     conf.total_samples = conf.batch_size * 6
     logdir = os.path.abspath(conf.logdir)
     state = {'ro': False}
-    real_open = local.LocalFileOpener._open
 
-    def _open(self):
-        if state['ro'] and os.path.abspath(self.path).startswith(logdir):
-            raise OSError(errno.EROFS, 'Read-only file system', self.path)
-        return real_open(self)
+    def _open(path, *args, **kwargs):
+        if state['ro'] and os.path.abspath(path).startswith(logdir):
+            raise OSError(errno.EROFS, 'Read-only file system', path)
+        return builtins.open(path, *args, **kwargs)
 
-    monkeypatch.setattr(local.LocalFileOpener, '_open', _open)
+    monkeypatch.setattr(checkpoint_io, 'open', _open, raising=False)
 
     class TurnReadOnly(pl.Callback):
         def on_train_batch_start(self, trainer, *args):

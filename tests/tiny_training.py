@@ -5,6 +5,7 @@ process or run several: ``python tests/tiny_training.py <workdir>
 
 Writes one JSON line per optimizer step (step, loss) to
 <workdir>/losses.jsonl and saves a checkpoint every step."""
+import io
 import json
 import os
 import sys
@@ -69,25 +70,31 @@ class BatchLog(pl.Callback):
 
 class SlowSave(pl.Callback):
     """Makes checkpoint writes after the first ``after`` ones hang halfway
-    (to kill the process in the middle of a save)."""
+    (to kill the process in the middle of a save): half the bytes reach
+    the temporary file of checkpoint_io.atomic_write, then it sleeps."""
 
     def __init__(self, after):
-        import fsspec.implementations.local as local
-        real_write = local.LocalFileOpener.write
+        import checkpoint_io
+        real_write = checkpoint_io.atomic_write
         count = {'n': 0}
 
-        def write(self_, data):
-            if not str(self_.path).endswith('.ckpt'):
-                return real_write(self_, data)
+        def atomic_write(path, write, binary=True):
+            if not str(path).endswith('.ckpt'):
+                return real_write(path, write, binary)
             count['n'] += 1
-            if count['n'] > after:
-                real_write(self_, data[:len(data) // 2])
-                self_.flush()
-                print('SLOW-SAVE', flush=True)
-                time.sleep(600)
-            return real_write(self_, data)
+            if count['n'] <= after:
+                return real_write(path, write, binary)
 
-        local.LocalFileOpener.write = write
+            def half(f):
+                buf = io.BytesIO()
+                write(buf)
+                f.write(buf.getvalue()[:buf.tell() // 2])
+                f.flush()
+                print('SLOW-SAVE', path, flush=True)
+                time.sleep(600)
+            return real_write(path, half, binary)
+
+        checkpoint_io.atomic_write = atomic_write
 
 
 class HangAfter(pl.Callback):
