@@ -24,6 +24,7 @@ from torch import nn
 import checkpoint_io
 import renderer
 import validation
+from choices import GenerativeType
 from config import TrainConfig
 from diffusion import Sampler
 
@@ -63,6 +64,19 @@ def zdenormalize(cond, mean, std):
     if mean is None:
         return cond
     return cond * std.to(cond.device) + mean.to(cond.device)
+
+
+def solver_type(solver) -> Optional[GenerativeType]:
+    """``solver`` (None, a GenerativeType or its value) as a
+    GenerativeType; a clear error for an unknown name."""
+    if solver is None or isinstance(solver, GenerativeType):
+        return solver
+    try:
+        return GenerativeType(solver)
+    except ValueError:
+        raise ValueError(
+            f'unknown solver {solver!r}: use one of '
+            f'{[g.value for g in GenerativeType]}') from None
 
 
 class DiffAEWeights(nn.Module):
@@ -153,18 +167,24 @@ class DiffAE:
                 raise RuntimeError(missing_latents_message(c))
 
     # -- samplers ----------------------------------------------------------
-    def sampler(self, T: Optional[int] = None) -> Sampler:
-        """The DDIM sampler of ``T`` steps (None: conf.T_eval)."""
-        if T is None:
+    def sampler(self, T: Optional[int] = None, solver=None) -> Sampler:
+        """The image sampler of ``T`` steps (None: conf.T_eval) with
+        ``solver`` (a GenerativeType or its value, e.g. 'dpmpp_2m'; None:
+        conf.beatgans_gen_type, the official DDIM)."""
+        if T is None and solver is None:
             return self.eval_sampler
-        return self.conf._make_diffusion_conf(T).make_sampler()
+        return self.conf._make_diffusion_conf(
+            T or self.conf.T_eval, gen_type=solver_type(solver)).make_sampler()
 
-    def latent_sampler(self, T: Optional[int] = None) -> Sampler:
+    def latent_sampler(self, T: Optional[int] = None,
+                       solver=None) -> Sampler:
         """The latent DPM's sampler of ``T`` steps (None:
-        conf.latent_T_eval)."""
-        if T is None:
+        conf.latent_T_eval) with ``solver`` (None: conf.latent_gen_type)."""
+        if T is None and solver is None:
             return self.eval_latent_sampler
-        return self.conf._make_latent_diffusion_conf(T).make_sampler()
+        return self.conf._make_latent_diffusion_conf(
+            T or self.conf.latent_T_eval,
+            gen_type=solver_type(solver)).make_sampler()
 
     # -- z_sem normalisation (latent models) ---------------------------------
     def normalize(self, cond):
@@ -183,16 +203,21 @@ class DiffAE:
         return self.ema_model.encoder(x)
 
     @torch.no_grad()
-    def encode_stochastic(self, x, cond, T=None, progress=False):
-        """Images in [-1, 1] and their z_sem -> x_T (DDIM inversion)."""
-        return renderer.encode_stochastic(self.ema_model, self.sampler(T), x,
-                                          cond, progress=progress)
+    def encode_stochastic(self, x, cond, T=None, progress=False,
+                          solver=None):
+        """Images in [-1, 1] and their z_sem -> x_T: the ODE run from x_0
+        towards the noise with ``solver`` (None: the config's; DDIM
+        inversion as the official code, or DPM-Solver++(2M))."""
+        return renderer.encode_stochastic(self.ema_model,
+                                          self.sampler(T, solver), x, cond,
+                                          progress=progress)
 
     @torch.no_grad()
-    def render(self, noise, cond=None, T=None, progress=False):
+    def render(self, noise, cond=None, T=None, progress=False, solver=None):
         """Decode x_T ``noise`` with z_sem ``cond`` into images in [0, 1]
-        (``cond`` None: an unconditional DDIM model)."""
-        sampler = self.sampler(T)
+        (``cond`` None: an unconditional DDIM model), in ``T`` model
+        calls of ``solver`` (None: the config's)."""
+        sampler = self.sampler(T, solver)
         if cond is not None:
             pred = renderer.render_condition(self.conf, self.ema_model, noise,
                                              sampler=sampler, cond=cond,
@@ -205,16 +230,20 @@ class DiffAE:
         return (pred + 1) / 2
 
     @torch.no_grad()
-    def sample(self, N, device, T=None, T_latent=None, progress=False):
+    def sample(self, N, device, T=None, T_latent=None, progress=False,
+               solver=None, latent_solver=None):
         """N unconditional images in [0, 1]. The image noise is drawn
         first, then the latent noise (same seed => same images as the
-        reference)."""
+        reference). ``solver`` for the image (None: the config's), and for
+        the latent DPM unless ``latent_solver`` is given (both None: the
+        config's)."""
         self.check_latent_stats()
         noise = torch.randn(N, 3, self.conf.img_size, self.conf.img_size,
                             device=device)
         pred = renderer.render_uncondition(
-            self.conf, self.ema_model, noise, sampler=self.sampler(T),
-            latent_sampler=self.latent_sampler(T_latent)
+            self.conf, self.ema_model, noise, sampler=self.sampler(T, solver),
+            latent_sampler=self.latent_sampler(T_latent,
+                                               latent_solver or solver)
             if self.conf.train_mode.use_latent_net() else None,
             conds_mean=self.conds_mean, conds_std=self.conds_std,
             progress=progress)
@@ -222,9 +251,10 @@ class DiffAE:
 
     @torch.no_grad()
     def interpolate(self, cond_a, xT_a, cond_b, xT_b, alphas, T=None,
-                    progress=False):
+                    progress=False, solver=None):
         """Images in [0, 1] between two encoded images (z_sem lerp, x_T
-        slerp; see renderer.interpolate)."""
-        return (renderer.interpolate(self.ema_model, self.sampler(T), cond_a,
+        slerp; see renderer.interpolate), decoded with ``solver``."""
+        return (renderer.interpolate(self.ema_model, self.sampler(T, solver),
+                                     cond_a,
                                      xT_a, cond_b, xT_b, alphas,
                                      progress=progress) + 1) / 2
