@@ -148,11 +148,22 @@ def parse_args(argv=None):
     p.add_argument('--predictor', default=None,
                    help='dlib shape_predictor_68_face_landmarks.dat for '
                    'face alignment (default checkpoints/)')
-    p.add_argument('--T', type=int, default=d.T, help='DDIM render steps')
-    p.add_argument('--T-inv', type=int, default=d.T_inv,
-                   help='DDIM steps to encode x_T')
-    p.add_argument('--T-latent', type=int, default=d.T_latent,
-                   help='latent DPM steps for samples')
+    p.add_argument('--solver', default=d.solver, choices=['dpmpp_2m', 'ddim'],
+                   help='ODE solver (default dpmpp_2m, DPM-Solver++(2M); '
+                   'ddim: the official sampler)')
+    p.add_argument('--precision', default='auto',
+                   choices=['auto', 'official', '32-true', 'bf16-mixed',
+                            '16-mixed'],
+                   help="'auto': what this machine runs fastest; "
+                   "'official': float32 as the reference code")
+    p.add_argument('--T', type=int, default=None,
+                   help='render steps (default: DDIM 20, dpmpp_2m 10)')
+    p.add_argument('--T-inv', type=int, default=None,
+                   help='steps to encode x_T (default: DDIM 50, dpmpp_2m '
+                   '25)')
+    p.add_argument('--T-latent', type=int, default=None,
+                   help='latent DPM steps for samples (default: DDIM 50, '
+                   'dpmpp_2m 25)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available()
                    else 'cpu')
     p.add_argument('--host', default='127.0.0.1')
@@ -168,8 +179,9 @@ def main(argv=None):
         cls_template=args.cls_template or None, cls_ckpt=args.cls_ckpt,
         latent_template=args.latent_template or None,
         latent_ckpt=args.latent_ckpt, base_dir=args.base_dir,
-        predictor=args.predictor, T=args.T, T_inv=args.T_inv,
-        T_latent=args.T_latent, device=args.device)
+        predictor=args.predictor, solver=args.solver, T=args.T,
+        T_inv=args.T_inv, T_latent=args.T_latent, device=args.device,
+        precision=None if args.precision == 'official' else args.precision)
     models = logic.load_models(settings)
     print(models.status().replace('**', ''), flush=True)
     if models.autoenc is None:

@@ -20,7 +20,7 @@ import cli
 import align
 import renderer
 from experiment_classifier import ClsModel
-from inference import DiffAE
+from inference import FRONT_END_SOLVER, DiffAE, steps_matching_ddim
 
 DEMO = {'template': 'shapes32_autoenc', 'cls_template': 'shapes32_autoenc_cls',
         'latent_template': 'shapes32_autoenc_latent'}
@@ -43,10 +43,21 @@ class Settings:
     latent_ckpt: Optional[str] = None
     base_dir: str = 'checkpoints'
     predictor: Optional[str] = None       # dlib landmark file (align.py)
-    T: int = 20                           # DDIM steps to render
-    T_inv: int = 50                       # DDIM steps to encode x_T
-    T_latent: int = 50
+    # ODE solver ('dpmpp_2m' or the official 'ddim') and its step counts;
+    # a count left None is DDIM's former default (render 20, encode 50,
+    # latent 50) or where the solver matches it (steps_matching_ddim)
+    solver: str = FRONT_END_SOLVER
+    T: Optional[int] = None               # steps to render
+    T_inv: Optional[int] = None           # steps to encode x_T
+    T_latent: Optional[int] = None
     device: str = 'cpu'
+    # 'auto': what this machine runs fastest; None: the official float32
+    precision: Optional[str] = 'auto'
+
+    def __post_init__(self):
+        for name, ddim in (('T', 20), ('T_inv', 50), ('T_latent', 50)):
+            if getattr(self, name) is None:
+                setattr(self, name, steps_matching_ddim(self.solver, ddim))
 
 
 @dataclass
@@ -110,7 +121,8 @@ def load_models(s: Settings) -> Models:
     conf = _conf(s.template, s.base_dir)
     path = s.ckpt or os.path.join(conf.logdir, 'last.ckpt')
     if os.path.isfile(path):
-        m.autoenc = DiffAE.from_checkpoint(conf, path).to(s.device)
+        m.autoenc = DiffAE.from_checkpoint(
+            conf, path, precision=s.precision, solver=s.solver).to(s.device)
         for T in (s.T, s.T_inv):  # a bad step count fails now, not later
             m.autoenc.sampler(T)
     else:
@@ -140,7 +152,9 @@ def load_models(s: Settings) -> Models:
         lconf = _conf(s.latent_template, s.base_dir)
         path = s.latent_ckpt or os.path.join(lconf.logdir, 'last.ckpt')
         if os.path.isfile(path):
-            m.latent = DiffAE.from_checkpoint(lconf, path).to(s.device)
+            m.latent = DiffAE.from_checkpoint(
+                lconf, path, precision=s.precision,
+                solver=s.solver).to(s.device)
         else:
             m.problems['latent'] = _missing(
                 'latent DPM checkpoint', path,

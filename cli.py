@@ -28,7 +28,7 @@ import templates_latent
 from dataset import make_transform
 from dataset_util import open_image, to_rgb
 from experiment_classifier import ClsModel
-from inference import DiffAE
+from inference import FRONT_END_SOLVER, DiffAE, steps_matching_ddim
 
 
 def load_template(name):
@@ -44,7 +44,9 @@ def load_model(args):
         conf.latent_infer_path = args.latent_infer_path
     conf.pretrain = None  # the checkpoint below holds every weight
     path = args.ckpt or os.path.join(conf.logdir, 'last.ckpt')
-    return DiffAE.from_checkpoint(conf, path).to(args.device)
+    precision = None if args.precision == 'official' else args.precision
+    return DiffAE.from_checkpoint(conf, path, precision=precision,
+                                  solver=args.solver).to(args.device)
 
 
 def to_model_input(img, size):
@@ -202,10 +204,22 @@ def parse_args(argv=None):
         sp.add_argument('--force', action='store_true',
                         help='overwrite an earlier result (default: write '
                         '<name>-1.png, <name>-2.png, ...)')
-        sp.add_argument('--T', type=int, default=20,
-                        help='DDIM steps for rendering')
-        sp.add_argument('--T-inv', type=int, default=100,
-                        help='DDIM steps for encoding x_T')
+        sp.add_argument('--solver', default=FRONT_END_SOLVER,
+                        choices=['dpmpp_2m', 'ddim'],
+                        help='ODE solver (default dpmpp_2m, DPM-Solver++(2M);'
+                        ' ddim: the official sampler)')
+        sp.add_argument('--precision', default='auto',
+                        choices=['auto', 'official', '32-true', 'bf16-mixed',
+                                 '16-mixed'],
+                        help="'auto': what this machine runs fastest "
+                        "(hardware.py); 'official': float32 as the "
+                        'reference code')
+        sp.add_argument('--T', type=int, default=None,
+                        help='steps for rendering (default: DDIM 20, '
+                        'dpmpp_2m 10)')
+        sp.add_argument('--T-inv', type=int, default=None,
+                        help='steps for encoding x_T (default: DDIM 100, '
+                        'dpmpp_2m 50)')
         sp.add_argument('--device', default='cuda'
                         if torch.cuda.is_available() else 'cpu')
         sp.add_argument('--align', action='store_true',
@@ -239,10 +253,21 @@ def parse_args(argv=None):
     sp = sub.add_parser('sample', help='unconditional samples')
     common(sp)
     sp.add_argument('-n', type=int, default=8)
-    sp.add_argument('--T-latent', type=int, default=20)
+    sp.add_argument('--T-latent', type=int, default=None,
+                    help='latent DPM steps (default: DDIM 20, dpmpp_2m 10)')
     sp.add_argument('--seed', type=int, default=0)
     sp.set_defaults(fn=sample)
-    return p.parse_args(argv)
+    return with_step_defaults(p.parse_args(argv))
+
+
+def with_step_defaults(args):
+    """Fill the step counts left out: DDIM's former defaults (render 20,
+    encode 100, latent 20), or the counts where the chosen solver matches
+    them (inference.steps_matching_ddim)."""
+    for name, ddim in (('T', 20), ('T_inv', 100), ('T_latent', 20)):
+        if getattr(args, name, 0) is None:
+            setattr(args, name, steps_matching_ddim(args.solver, ddim))
+    return args
 
 
 def main(argv=None):

@@ -14,6 +14,7 @@ give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
     xT = model.encode_stochastic(x, cond, T=250)
     img = model.render(xT, cond, T=20)
 """
+import functools
 import os
 from contextlib import contextmanager
 from typing import Optional
@@ -22,6 +23,8 @@ import torch
 from torch import nn
 
 import checkpoint_io
+import hardware
+import inference_precision
 import renderer
 import validation
 from choices import GenerativeType
@@ -66,6 +69,37 @@ def zdenormalize(cond, mean, std):
     return cond * std.to(cond.device) + mean.to(cond.device)
 
 
+# the front-ends (CLI, web page) sample with DPM-Solver++(2M) in the
+# machine's fast precision; ``steps_matching_ddim`` turns their former DDIM
+# step counts into the new solver's (docs/solver.md has the curves)
+FRONT_END_SOLVER = 'dpmpp_2m'
+
+
+def steps_matching_ddim(solver, ddim_steps: int) -> int:
+    """The steps at which ``solver`` is at least as close to the converged
+    ODE solution as DDIM at ``ddim_steps``: the same for DDIM (and DDPM),
+    half for DPM-Solver++(2M) (measured on the demo models at 20, 50 and
+    100 DDIM steps: docs/solver.md)."""
+    if solver_type(solver) == GenerativeType.dpmpp_2m:
+        return max(2, (ddim_steps + 1) // 2)
+    return ddim_steps
+
+
+def _with_numerics(method):
+    """Run a DiffAE method without gradients in the model's precision
+    (DiffAE.numerics); a half-precision tensor result comes back as
+    float32 (z_sem, images)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with torch.no_grad(), self.numerics():
+            out = method(self, *args, **kwargs)
+        if torch.is_tensor(out) and out.dtype in (torch.bfloat16,
+                                                   torch.float16):
+            out = out.float()
+        return out
+    return wrapped
+
+
 def solver_type(solver) -> Optional[GenerativeType]:
     """``solver`` (None, a GenerativeType or its value) as a
     GenerativeType; a clear error for an unknown name."""
@@ -104,9 +138,18 @@ class DiffAE:
     ``LitModel``; they are read at every call, so moving or reloading the
     owner is seen here."""
 
-    def __init__(self, conf: TrainConfig, weights: nn.Module):
+    def __init__(self, conf: TrainConfig, weights: nn.Module,
+                 precision: Optional[str] = None, solver=None):
+        """``precision``: None keeps the official numerics (LitModel's
+        notebook methods), 'auto' runs what hardware.py picks for the
+        device (with channels_last where it pays), or a Lightning
+        precision string (see inference_precision). ``solver``: the
+        default of every method's ``solver`` (None: the config's)."""
         self.conf = conf
         self.weights = weights
+        self.precision = inference_precision.check_precision(precision)
+        self.solver = solver_type(solver)
+        self._numerics_chosen = {}
         self.eval_sampler = conf.make_eval_diffusion_conf().make_sampler()
         self.eval_latent_sampler = (
             conf.make_latent_eval_diffusion_conf().make_sampler()
@@ -114,10 +157,13 @@ class DiffAE:
 
     @classmethod
     def from_checkpoint(cls, conf: TrainConfig, path: Optional[str] = None,
-                        map_location='cpu') -> 'DiffAE':
+                        map_location='cpu', precision: Optional[str] = 'auto',
+                        solver=None) -> 'DiffAE':
         """The model of template ``conf`` with the EMA weights (and latent
         statistics) of ``path`` (default ``<logdir>/last.ckpt``), every key
-        verified; the training-only weights are not loaded."""
+        verified; the training-only weights are not loaded. It runs in the
+        machine's fast ``precision`` unless told otherwise (None: the
+        official float32)."""
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         weights = DiffAEWeights(conf)
         state = checkpoint_io.load_checkpoint(path, map_location=map_location)
@@ -133,7 +179,7 @@ class DiffAE:
                       if k in stats or k.startswith('ema_model.')
                       and not k.startswith(drop)},
             source=f'checkpoint {path}')
-        model = cls(conf, weights)
+        model = cls(conf, weights, precision=precision, solver=solver)
         model.source = path
         return model
 
@@ -171,6 +217,7 @@ class DiffAE:
         """The image sampler of ``T`` steps (None: conf.T_eval) with
         ``solver`` (a GenerativeType or its value, e.g. 'dpmpp_2m'; None:
         conf.beatgans_gen_type, the official DDIM)."""
+        solver = solver or self.solver
         if T is None and solver is None:
             return self.eval_sampler
         return self.conf._make_diffusion_conf(
@@ -180,11 +227,36 @@ class DiffAE:
                        solver=None) -> Sampler:
         """The latent DPM's sampler of ``T`` steps (None:
         conf.latent_T_eval) with ``solver`` (None: conf.latent_gen_type)."""
+        solver = solver or self.solver
         if T is None and solver is None:
             return self.eval_latent_sampler
         return self.conf._make_latent_diffusion_conf(
             T or self.conf.latent_T_eval,
             gen_type=solver_type(solver)).make_sampler()
+
+    # -- numerics ------------------------------------------------------------
+    def numerics(self):
+        """The autocast context of this model's precision on its device,
+        chosen once per device type and said once (as train() does); the
+        first fast-precision call on a device that prefers it also turns
+        the weights channels_last (values unchanged)."""
+        dev = self.device.type
+        if dev not in self._numerics_chosen:
+            chosen, why = inference_precision.resolve(
+                self.precision, getattr(self.conf, 'precision', None),
+                self.conf.fp16, dev)
+            if self.precision is not None:
+                print(f'inference precision: {chosen} ({why})', flush=True)
+                if hardware.prefers_channels_last(dev):
+                    self.ema_model.to(memory_format=torch.channels_last)
+            self._numerics_chosen[dev] = chosen
+        return inference_precision.autocast(self._numerics_chosen[dev], dev)
+
+    def precision_chosen(self) -> str:
+        """The precision this model runs on its device (e.g. 'bf16-mixed',
+        '32-true')."""
+        self.numerics()
+        return self._numerics_chosen[self.device.type]
 
     # -- z_sem normalisation (latent models) ---------------------------------
     def normalize(self, cond):
@@ -194,7 +266,7 @@ class DiffAE:
         return zdenormalize(cond, self.conds_mean, self.conds_std)
 
     # -- the paper's operations ---------------------------------------------
-    @torch.no_grad()
+    @_with_numerics
     def encode(self, x):
         """Images in [-1, 1] -> z_sem (N, style_ch)."""
         if not self.conf.model_type.has_autoenc():
@@ -202,7 +274,7 @@ class DiffAE:
                              'encoder (a DDIM model): use an *_autoenc one')
         return self.ema_model.encoder(x)
 
-    @torch.no_grad()
+    @_with_numerics
     def encode_stochastic(self, x, cond, T=None, progress=False,
                           solver=None):
         """Images in [-1, 1] and their z_sem -> x_T: the ODE run from x_0
@@ -212,7 +284,7 @@ class DiffAE:
                                           self.sampler(T, solver), x, cond,
                                           progress=progress)
 
-    @torch.no_grad()
+    @_with_numerics
     def render(self, noise, cond=None, T=None, progress=False, solver=None):
         """Decode x_T ``noise`` with z_sem ``cond`` into images in [0, 1]
         (``cond`` None: an unconditional DDIM model), in ``T`` model
@@ -229,7 +301,7 @@ class DiffAE:
                                                progress=progress)
         return (pred + 1) / 2
 
-    @torch.no_grad()
+    @_with_numerics
     def sample(self, N, device, T=None, T_latent=None, progress=False,
                solver=None, latent_solver=None):
         """N unconditional images in [0, 1]. The image noise is drawn
@@ -249,7 +321,7 @@ class DiffAE:
             progress=progress)
         return (pred + 1) / 2
 
-    @torch.no_grad()
+    @_with_numerics
     def interpolate(self, cond_a, xT_a, cond_b, xT_b, alphas, T=None,
                     progress=False, solver=None):
         """Images in [0, 1] between two encoded images (z_sem lerp, x_T
