@@ -1,8 +1,8 @@
 """DDIM vs DPM-Solver++(2M) on a trained model: how close each gets to the
 converged ODE solution at T model calls (docs/solver.md).
 
-    python bench/solver_curves.py --dataset shapes     # the demo's models
-    python bench/solver_curves.py --dataset scenes     # bench/solver_models
+    python bench/solver_curves.py --dataset shapes [--part latent]
+    python bench/solver_curves.py --dataset scenes [--part latent]
     python bench/solver_curves.py --table outputs/solver/*.json
 
 For T in --T and each solver, on --images held-out images (float32, the
@@ -16,7 +16,8 @@ official numerics, so that only the solver differs):
 - seconds per render (an indication only: not under the bench lock).
 
 Then the z_sem-only decoding report (evaluation.zsem_decoding_report) with
-each solver at its --zsem steps. One JSON per dataset in outputs/solver/.
+each solver at its --zsem steps. One JSON per dataset and part in
+outputs/solver/ (the demo's models; the scenes ones: bench/solver_models).
 """
 import argparse
 import glob
@@ -36,9 +37,18 @@ import hardware  # noqa: E402
 import solver_models  # noqa: E402
 import study_recipes  # noqa: E402
 from inference import DiffAE  # noqa: E402
+from templates import shapes32_autoenc  # noqa: E402
 from templates_latent import shapes32_autoenc_latent  # noqa: E402
 
 SOLVERS = ('ddim', 'dpmpp_2m')
+
+
+def autoenc_conf(dataset, base_dir):
+    if dataset == 'shapes':
+        conf = shapes32_autoenc()
+        conf.base_dir = base_dir
+        return conf
+    return solver_models.scenes_confs(0, base_dir)[0]
 
 
 def latent_conf(dataset, base_dir):
@@ -74,14 +84,13 @@ def latent_sample(model, noise, T, solver):
                           clip_denoised=model.conf.latent_clip_sample)
 
 
-def curves(model, x, args):
+def image_curves(model, x, args):
+    """Decode and round-trip errors per (T, solver)."""
     g = torch.Generator().manual_seed(0)
     xT = torch.randn(x.shape, generator=g)
-    lat_noise = torch.randn(args.latents, model.conf.style_ch, generator=g)
     cond = model.encode(x)
     x01 = (x + 1) / 2
     ref = model.render(xT, cond, T=args.ref, solver='ddim', progress=True)
-    ref_z = latent_sample(model, lat_noise, args.ref, 'ddim')
     rows = []
     for T in args.T:
         for solver in SOLVERS:
@@ -90,12 +99,23 @@ def curves(model, x, args):
             sec = time.perf_counter() - t0
             inv = model.encode_stochastic(x, cond, T=T, solver=solver)
             rec = model.render(inv, cond, T=T, solver=solver)
-            z = latent_sample(model, lat_noise, T, solver)
             rows.append({'T': T, 'solver': solver,
                          'decode_mse': mse(dec, ref),
-                         'round_trip_mse': mse(rec, x01),
-                         'latent_mse': mse(z, ref_z),
-                         'render_s': sec})
+                         'round_trip_mse': mse(rec, x01), 'render_s': sec})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def latent_curves(model, args):
+    """Latent-sample errors per (T, solver), normalised space."""
+    g = torch.Generator().manual_seed(1)
+    noise = torch.randn(args.latents, model.conf.style_ch, generator=g)
+    ref = latent_sample(model, noise, args.ref, 'ddim')
+    rows = []
+    for T in args.T:
+        for solver in SOLVERS:
+            rows.append({'T': T, 'solver': solver, 'latent_mse': mse(
+                latent_sample(model, noise, T, solver), ref)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -124,11 +144,14 @@ def table(paths):
     print('|---|---|---|---|---|---|---|---|')
     for path in paths:
         r = json.load(open(path))
-        by = {(x['T'], x['solver']): x for x in r['rows']}
-        for T in sorted({x['T'] for x in r['rows']}):
+        by = {}
+        for x in r.get('image_rows', []) + r.get('latent_rows', []):
+            by.setdefault((x['T'], x['solver']), {}).update(x)
+        for T in sorted({T for T, _ in by}):
             cells = []
             for key in ('decode_mse', 'round_trip_mse', 'latent_mse'):
-                cells += [f"{by[T, s][key]:.2e}" for s in SOLVERS]
+                cells += [f"{by[T, s][key]:.2e}" if key in by[T, s] else '-'
+                          for s in SOLVERS]
             print(f"| {r['dataset']} | {T} | " + ' | '.join(cells) + ' |')
 
 
@@ -136,6 +159,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--dataset', default='shapes', choices=['shapes',
                                                           'scenes'])
+    p.add_argument('--part', default='images', choices=['images', 'latent'],
+                   help='images: decode, round trip and the z_sem-only '
+                   'report (the autoencoder); latent: the latent DPM')
     p.add_argument('--base-dir', default='checkpoints')
     p.add_argument('--images', type=int, default=8)
     p.add_argument('--latents', type=int, default=256)
@@ -153,20 +179,28 @@ def main(argv=None):
     if args.table:
         return table(sorted(sum((glob.glob(t) for t in args.table), [])))
     torch.manual_seed(0)
-    conf = latent_conf(args.dataset, args.base_dir)
-    model = DiffAE.from_checkpoint(conf, precision=None)
-    data = study_recipes.heldout_data(args.dataset)
-    x = torch.stack([data[i]['img'] for i in range(args.images)])
+    out = args.out or f'outputs/solver/{args.dataset}_{args.part}.json'
     t0 = time.time()
-    result = {'dataset': args.dataset, 'checkpoint': model.source,
+    result = {'dataset': args.dataset, 'part': args.part,
               'command': ' '.join(sys.argv),
               'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
               'cpu': hardware.read_facts('cpu').describe(),
-              'images': args.images, 'ref_steps': args.ref,
-              'rows': curves(model, x, args),
-              'zsem_only_decoding': zsem_reports(model, args.dataset, args)}
+              'threads': torch.get_num_threads(), 'ref_steps': args.ref}
+    if args.part == 'latent':
+        model = DiffAE.from_checkpoint(
+            latent_conf(args.dataset, args.base_dir), precision=None)
+        result['latent_rows'] = latent_curves(model, args)
+    else:
+        model = DiffAE.from_checkpoint(
+            autoenc_conf(args.dataset, args.base_dir), precision=None)
+        data = study_recipes.heldout_data(args.dataset)
+        x = torch.stack([data[i]['img'] for i in range(args.images)])
+        result['images'] = args.images
+        result['image_rows'] = image_curves(model, x, args)
+        result['zsem_only_decoding'] = zsem_reports(model, args.dataset,
+                                                    args)
+    result['checkpoint'] = model.source
     result['seconds'] = time.time() - t0
-    out = args.out or f'outputs/solver/{args.dataset}.json'
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(result, f, indent=1)
