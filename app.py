@@ -136,7 +136,9 @@ def parse_args(argv=None):
                    help='autoencoder template (default: the demo)')
     p.add_argument('--ckpt', default=None,
                    help='its checkpoint (default <base-dir>/<name>/'
-                   'last.ckpt)')
+                   'last.ckpt) or a .safetensors export (cli.py export; '
+                   'it brings its own template; so do --cls-ckpt and '
+                   '--latent-ckpt files)')
     p.add_argument('--cls-template', default=d.cls_template,
                    help="classifier template ('' for none)")
     p.add_argument('--cls-ckpt', default=None)

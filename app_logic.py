@@ -18,6 +18,7 @@ from PIL import Image
 
 import cli
 import align
+import checkpoint_io
 import renderer
 from experiment_classifier import ClsModel
 from inference import FRONT_END_SOLVER, DiffAE, steps_matching_ddim
@@ -108,6 +109,13 @@ def _conf(name, base_dir):
     return conf
 
 
+def _own(conf, path):
+    """The template to load ``path`` with: none for a .safetensors export
+    (its metadata names its own; the page's template defaults need not
+    agree with it)."""
+    return None if checkpoint_io.is_safetensors(path) else conf
+
+
 def _missing(what, path, how):
     return f'{what} not found: {path} ({how})'
 
@@ -122,7 +130,8 @@ def load_models(s: Settings) -> Models:
     path = s.ckpt or os.path.join(conf.logdir, 'last.ckpt')
     if os.path.isfile(path):
         m.autoenc = DiffAE.from_checkpoint(
-            conf, path, precision=s.precision, solver=s.solver).to(s.device)
+            _own(conf, path), path, precision=s.precision,
+            solver=s.solver).to(s.device)
         for T in (s.T, s.T_inv):  # a bad step count fails now, not later
             m.autoenc.sampler(T)
     else:
@@ -133,14 +142,16 @@ def load_models(s: Settings) -> Models:
         cconf = _conf(s.cls_template, s.base_dir)
         path = s.cls_ckpt or os.path.join(cconf.logdir, 'last.ckpt')
         if os.path.isfile(path):
-            m.classifier = ClsModel.from_checkpoint(cconf, path).to(s.device)
+            m.classifier = ClsModel.from_checkpoint(
+                _own(cconf, path), path).to(s.device)
             m.classifier.source = path
             if m.autoenc is not None and \
-                    m.classifier.conf.style_ch != conf.style_ch:
+                    m.classifier.conf.style_ch != m.autoenc.conf.style_ch:
                 raise ValueError(
                     f'classifier {path} works on z_sem of '
                     f'{m.classifier.conf.style_ch} channels, the autoencoder '
-                    f'has {conf.style_ch}: pass the matching --cls-template')
+                    f'has {m.autoenc.conf.style_ch}: pass the matching '
+                    '--cls-template')
         else:
             m.problems['classifier'] = _missing(
                 'classifier checkpoint', path,
@@ -153,7 +164,7 @@ def load_models(s: Settings) -> Models:
         path = s.latent_ckpt or os.path.join(lconf.logdir, 'last.ckpt')
         if os.path.isfile(path):
             m.latent = DiffAE.from_checkpoint(
-                lconf, path, precision=s.precision,
+                _own(lconf, path), path, precision=s.precision,
                 solver=s.solver).to(s.device)
         else:
             m.problems['latent'] = _missing(

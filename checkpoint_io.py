@@ -1,5 +1,5 @@
 """Reading and verifying checkpoints (official Lightning 1.4 files and our
-own).
+own), and reading/writing the shareable ``.safetensors`` weights files.
 
 Official ``last.ckpt`` files pickle Lightning's ``ModelCheckpoint`` class
 (as the key of ``callbacks``), which torch's default ``weights_only=True``
@@ -7,14 +7,19 @@ load refuses. Importing this module allow-lists exactly the few harmless
 Lightning classes such files contain; anything else in a file is still
 refused.
 """
+import hashlib
+import json
 import os
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
+import safetensors
+import safetensors.torch
 import torch
 
 
@@ -99,6 +104,11 @@ def load_checkpoint(path, map_location='cpu', what='checkpoint',
         raise FileNotFoundError(
             f'{what} not found: {path}. Train with train(conf, gpus) or '
             f'download the official checkpoint into {path.parent}/')
+    if path.suffix == '.safetensors':
+        raise CheckpointLoadError(
+            f'{path} is a .safetensors weights file (EMA weights only, no '
+            f'training state), not a {what}: load it with '
+            'DiffAE.from_checkpoint(path) or ClsModel.from_checkpoint(path)')
     try:
         # mmap: a lazy read, cheap for checking a large file
         mmap = mmap and zipfile.is_zipfile(path)
@@ -285,3 +295,100 @@ def run_checkpoint_callback(**kwargs):
                 super()._remove_checkpoint(trainer, filepath)
 
     return RunCheckpoint(**kwargs)
+
+
+# -- safetensors: tensors and text metadata only, nothing to execute -----
+SAFETENSORS_SUFFIX = '.safetensors'
+
+
+def is_safetensors(path) -> bool:
+    """Whether ``path`` is (meant to be) a safetensors file: by its name,
+    or for another name by its start (8 bytes of header length, then the
+    JSON header's ``{``)."""
+    path = Path(path)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return True
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b'{':
+        return False
+    return 0 < struct.unpack('<Q', head[:8])[0] < path.stat().st_size
+
+
+def file_sha256(path, chunk=1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path,
+                     metadata: Mapping[str, str]):
+    """Write ``tensors`` with text ``metadata`` as a safetensors file,
+    through a temporary file and a rename (never a truncated ``path``).
+    Tensors that share memory (tied weights, e.g. the latent net's
+    ``linear_emb`` / ``cond_layers.1``) are each written under their key."""
+    path = str(path)
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        safetensors.torch.save_file(
+            {k: v.detach().clone().contiguous() for k, v in tensors.items()},
+            tmp, metadata=dict(metadata))
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise CheckpointSaveError(f'cannot write {path}: {e}') from e
+
+
+def load_safetensors(path, what='weights file', device='cpu'):
+    """(tensors, metadata) of a safetensors file. The format holds only
+    tensors and text, so reading it runs nothing from the file; a missing
+    or damaged file (or another format under this name) raises an error
+    naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f'{what} not found: {path}. Export one with `python cli.py '
+            f'export --template NAME {path.name}`.')
+    try:
+        with safetensors.safe_open(str(path), framework='pt',
+                                   device=str(device)) as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (safetensors.SafetensorError, ValueError, OSError) as e:
+        with open(path, 'rb') as f:
+            head = f.read(8)
+        raise CheckpointLoadError(
+            f'cannot read {what} {path}: not a complete safetensors file '
+            f'({e}; it starts with {head!r}, {path.stat().st_size} bytes). '
+            'Nothing from it was run. Export it again, or copy it again '
+            'in full.') from None
+    return tensors, metadata
+
+
+def safetensors_size(shapes: Mapping[str, Iterable[int]],
+                     metadata: Mapping[str, str], itemsize=4,
+                     dtype='F32') -> int:
+    """Bytes of the safetensors file that would hold tensors of
+    ``shapes`` (one dtype) and ``metadata``, without writing it: the
+    8-byte header length, the JSON header (tensors in name order, padded
+    with spaces to a multiple of 8) and the data."""
+    header = {'__metadata__': dict(metadata)}
+    offset = 0
+    for name in sorted(shapes):
+        shape = [int(d) for d in shapes[name]]
+        n = itemsize
+        for d in shape:
+            n *= d
+        header[name] = {'dtype': dtype, 'shape': shape,
+                        'data_offsets': [offset, offset + n]}
+        offset += n
+    text = json.dumps(header, separators=(',', ':'),
+                      ensure_ascii=False).encode()
+    return 8 + (len(text) + 7) // 8 * 8 + offset

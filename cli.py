@@ -6,12 +6,18 @@
         --cls-template ffhq256_autoenc_cls --attribute Wavy_Hair \\
         --amount 0.3 face.png
     python cli.py sample      --template ffhq128_autoenc_latent -n 8
+    python cli.py export      --template ffhq256_autoenc ffhq256.safetensors
+    python cli.py autoencode  --ckpt ffhq256.safetensors face.png
 
 The checkpoint is ``checkpoints/<template name>/last.ckpt`` unless --ckpt
 says otherwise. Input images are resized and center-cropped to the
 template's size. Face photos for the FFHQ/CelebA-HQ models must be
 aligned first: ``--align`` does it on the fly (align.py; needs dlib and its
 landmark file), or run ``python align.py -i imgs -o imgs_align`` once.
+
+``export`` writes the EMA weights (and z_sem statistics) of a checkpoint
+as a .safetensors file that records its template: a --ckpt (--cls-ckpt)
+of that kind needs no --template (a given one must agree).
 """
 import argparse
 import os
@@ -22,13 +28,15 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 import align
+import checkpoint_io
 import renderer
 import templates_cls
 import templates_latent
 from dataset import make_transform
 from dataset_util import open_image, to_rgb
-from experiment_classifier import ClsModel
-from inference import FRONT_END_SOLVER, DiffAE, steps_matching_ddim
+from experiment_classifier import ClsModel, export_classifier
+from inference import (FRONT_END_SOLVER, DiffAE, export_weights,
+                       steps_matching_ddim)
 
 
 def load_template(name):
@@ -38,7 +46,20 @@ def load_template(name):
     raise SystemExit(f'unknown template {name!r} (see templates*.py)')
 
 
+def _weights_file(template, ckpt, flag='--template'):
+    """Whether ``ckpt`` is a .safetensors export (which names its own
+    template); else ``template`` is needed."""
+    if ckpt and checkpoint_io.is_safetensors(ckpt):
+        return True
+    if template is None:
+        raise SystemExit(f'{flag} is needed (only a .safetensors export '
+                         'names its own template)')
+    return False
+
+
 def load_model(args):
+    if _weights_file(args.template, args.ckpt) and args.template is None:
+        return DiffAE.from_checkpoint(None, args.ckpt).to(args.device)
     conf = load_template(args.template)
     if args.latent_infer_path:
         conf.latent_infer_path = args.latent_infer_path
@@ -157,8 +178,11 @@ def interpolate(args):
 @torch.no_grad()
 def manipulate(args):
     model = load_model(args)
-    cls = ClsModel.from_checkpoint(load_template(args.cls_template),
-                                   args.cls_ckpt).to(args.device)
+    cls_conf = None
+    if not _weights_file(args.cls_template, args.cls_ckpt, '--cls-template'
+                         ) or args.cls_template is not None:
+        cls_conf = load_template(args.cls_template)
+    cls = ClsModel.from_checkpoint(cls_conf, args.cls_ckpt).to(args.device)
     direction = cls.direction(args.attribute)
     x = load_images(args.images, model.conf.img_size,
                     make_aligner(args)).to(args.device)
@@ -187,17 +211,38 @@ def sample(args):
               nrow=min(8, args.n), force=args.force)
 
 
+def export(args):
+    """The EMA weights of a checkpoint (and its z_sem statistics) as a
+    .safetensors file; prints its size against the checkpoint's."""
+    conf = load_template(args.template)
+    if args.latent_infer_path:
+        conf.latent_infer_path = args.latent_infer_path
+    conf.pretrain = None
+    ckpt = args.ckpt or os.path.join(conf.logdir, 'last.ckpt')
+    out = output_path(args.out_file, args.force)
+    if conf.train_mode.is_manipulate():
+        meta = export_classifier(conf, out, ckpt)
+    else:
+        meta = export_weights(conf, out, ckpt)
+    a, b = os.path.getsize(ckpt), os.path.getsize(out)
+    print(f'wrote {out}: {b / 1e6:.1f} MB, the {meta["kind"]} of template '
+          f'{meta["template"]!r} ({ckpt}: {a / 1e6:.1f} MB, {a / b:.2f}x '
+          f'the size); source sha256 {meta["source_sha256"]}')
+    return out
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True)
 
     def common(sp):
-        sp.add_argument('--template', required=True,
-                        help='template function, e.g. ffhq256_autoenc')
+        sp.add_argument('--template', default=None,
+                        help='template function, e.g. ffhq256_autoenc '
+                        '(not needed for a .safetensors --ckpt)')
         sp.add_argument('--ckpt', default=None,
-                        help='checkpoint (default checkpoints/<name>/'
-                        'last.ckpt)')
+                        help='checkpoint or .safetensors export (default '
+                        'checkpoints/<name>/last.ckpt)')
         sp.add_argument('--latent-infer-path', default=None,
                         help="latent.pkl of a latent template's autoencoder")
         sp.add_argument('--out', default='outputs/cli')
@@ -243,8 +288,9 @@ def parse_args(argv=None):
     sp = sub.add_parser('manipulate', help='move along an attribute')
     common(sp)
     sp.add_argument('images', nargs='+')
-    sp.add_argument('--cls-template', required=True,
-                    help='classifier template, e.g. ffhq256_autoenc_cls')
+    sp.add_argument('--cls-template', default=None,
+                    help='classifier template, e.g. ffhq256_autoenc_cls '
+                    '(not needed for a .safetensors --cls-ckpt)')
     sp.add_argument('--cls-ckpt', default=None)
     sp.add_argument('--attribute', required=True)
     sp.add_argument('--amount', type=float, default=0.3)
@@ -257,6 +303,19 @@ def parse_args(argv=None):
                     help='latent DPM steps (default: DDIM 20, dpmpp_2m 10)')
     sp.add_argument('--seed', type=int, default=0)
     sp.set_defaults(fn=sample)
+
+    sp = sub.add_parser('export', help='EMA weights as .safetensors')
+    sp.add_argument('--template', required=True,
+                    help='template of the checkpoint (autoencoder, latent '
+                    'or classifier), e.g. ffhq256_autoenc')
+    sp.add_argument('--ckpt', default=None,
+                    help='checkpoint (default checkpoints/<name>/last.ckpt)')
+    sp.add_argument('--latent-infer-path', default=None,
+                    help="latent.pkl of a latent template's autoencoder")
+    sp.add_argument('--force', action='store_true',
+                    help='overwrite OUT (default: write OUT-1 ...)')
+    sp.add_argument('out_file', metavar='OUT.safetensors')
+    sp.set_defaults(fn=export)
     return with_step_defaults(p.parse_args(argv))
 
 

@@ -24,6 +24,7 @@ import dataset
 import scenes_data
 import shapes_data
 import launcher
+import weights_file
 from choices import ManipulateLossType, ManipulateMode
 from config import TrainConfig, data_paths
 from experiment import ema_update, resolve_devices
@@ -87,15 +88,23 @@ class ClsModel(pl.LightningModule):
         self.ema_classifier = copy.deepcopy(self.classifier)
 
     @classmethod
-    def from_checkpoint(cls, conf: TrainConfig, path: Optional[str] = None
-                        ) -> 'ClsModel':
+    def from_checkpoint(cls, conf: Optional[TrainConfig] = None,
+                        path: Optional[str] = None) -> 'ClsModel':
         """The classifier of template ``conf`` with the weights of
         ``path`` (default ``<logdir>/last.ckpt``), verified, in eval
-        mode."""
-        path = path or os.path.join(conf.logdir, 'last.ckpt')
+        mode. ``path`` may be a ``.safetensors`` file of
+        :func:`export_classifier`: its metadata rebuilds the config (a
+        ``conf`` given with it must agree)."""
+        conf, path, is_file = weights_file.resolve_source(
+            conf, path, 'classifier template')
+        if is_file:
+            conf, state, _ = weights_file.read_weights(path, conf,
+                                                       'classifier')
+        else:
+            path = path or os.path.join(conf.logdir, 'last.ckpt')
+            state = checkpoint_io.load_checkpoint(path)['state_dict']
         model = cls(conf)
-        model.load_state_dict(checkpoint_io.load_checkpoint(path)[
-            'state_dict'])
+        model.load_state_dict(state)
         model.source = path
         return model.eval()
 
@@ -221,6 +230,20 @@ class ClsModel(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.classifier.parameters(), lr=self.conf.lr,
                                 weight_decay=self.conf.weight_decay)
+
+
+def export_classifier(conf: TrainConfig, out, ckpt: Optional[str] = None
+                      ) -> dict:
+    """Write the classifier of checkpoint ``ckpt`` (default
+    ``<logdir>/last.ckpt``) of template ``conf`` to the safetensors file
+    ``out``: ``classifier.*`` (what ``direction`` reads, as the official
+    manipulate notebook), ``ema_classifier.*`` and the z_sem statistics;
+    the config in the metadata (weights_file.py). Returns the metadata."""
+    model = ClsModel.from_checkpoint(conf, ckpt)
+    view = _ClassifierView(model)
+    return weights_file.write_weights(
+        out, view.state_dict(), model.conf, 'classifier', model.source,
+        latent_stats=model.conds_mean is not None)
 
 
 class _ClassifierView(nn.Module):

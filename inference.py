@@ -16,6 +16,7 @@ give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
 """
 import functools
 import os
+import warnings
 from contextlib import contextmanager
 from typing import Optional
 
@@ -28,6 +29,7 @@ import inference_precision
 import renderer
 import validation
 from choices import GenerativeType
+import weights_file
 from config import TrainConfig
 from diffusion import Sampler
 
@@ -119,15 +121,34 @@ class DiffAEWeights(nn.Module):
     official checkpoints (``ema_model.*``, ``conds_mean``, ``conds_std``),
     so it loads from ``last.ckpt`` directly."""
 
-    def __init__(self, conf: TrainConfig):
+    def __init__(self, conf: TrainConfig, latent_stats: Optional[bool] = None):
         super().__init__()
         self.ema_model = conf.make_model_conf().make_model()
         self.ema_model.requires_grad_(False)
         self.ema_model.eval()
-        if conf.latent_infer_path is not None:
+        # (None: the template's; a weights file says whether it has them)
+        if latent_stats is None:
+            latent_stats = conf.latent_infer_path is not None
+        if latent_stats:
             nan = torch.full((1, conf.style_ch), float('nan'))
             self.register_buffer('conds_mean', nan.clone())
             self.register_buffer('conds_std', nan.clone())
+
+
+def _ema_state(weights: DiffAEWeights, conf: TrainConfig, path,
+               map_location):
+    """What template ``conf`` uses of the state dict of checkpoint
+    ``path``: the EMA model and the latent statistics. A latent model's
+    checkpoint also serves as a plain autoencoder (its latent net and
+    statistics are then left out), as the official pretrain does."""
+    state = checkpoint_io.load_checkpoint(path, map_location=map_location)
+    validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
+    drop = () if hasattr(weights.ema_model, 'latent_net') else (
+        'ema_model.latent_net.', )
+    stats = {'conds_mean', 'conds_std'} & set(weights.state_dict())
+    return {k: v for k, v in state['state_dict'].items()
+            if k in stats or k.startswith('ema_model.')
+            and not k.startswith(drop)}
 
 
 class DiffAE:
@@ -156,29 +177,34 @@ class DiffAE:
             if conf.train_mode.use_latent_net() else None)
 
     @classmethod
-    def from_checkpoint(cls, conf: TrainConfig, path: Optional[str] = None,
+    def from_checkpoint(cls, conf: Optional[TrainConfig] = None,
+                        path: Optional[str] = None,
                         map_location='cpu', precision: Optional[str] = 'auto',
                         solver=None) -> 'DiffAE':
         """The model of template ``conf`` with the EMA weights (and latent
         statistics) of ``path`` (default ``<logdir>/last.ckpt``), every key
         verified; the training-only weights are not loaded. It runs in the
         machine's fast ``precision`` unless told otherwise (None: the
-        official float32)."""
-        path = path or os.path.join(conf.logdir, 'last.ckpt')
-        weights = DiffAEWeights(conf)
-        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
-        # what this template uses of the file: a latent model's checkpoint
-        # also serves as a plain autoencoder (its latent net and statistics
-        # are then left out), as the official pretrain does
-        drop = () if hasattr(weights.ema_model, 'latent_net') else (
-            'ema_model.latent_net.', )
-        stats = {'conds_mean', 'conds_std'} & set(weights.state_dict())
-        checkpoint_io.load_state_verified(
-            weights, {k: v for k, v in state['state_dict'].items()
-                      if k in stats or k.startswith('ema_model.')
-                      and not k.startswith(drop)},
-            source=f'checkpoint {path}')
+        official float32); ``solver`` is every method's default.
+
+        ``path`` may be a ``.safetensors`` file of :func:`export_weights`
+        (``DiffAE.from_checkpoint('model.safetensors')``): its metadata
+        rebuilds the config; a ``conf`` given with it must agree (else the
+        fields that differ are listed)."""
+        conf, path, is_file = weights_file.resolve_source(conf, path)
+        if is_file:
+            given = conf
+            conf, state, meta = weights_file.read_weights(
+                path, conf, 'autoencoder', map_location)
+            weights = DiffAEWeights(conf, None if given is not None else
+                                    meta.get('latent_stats') == 'yes')
+            source = f'weights file {path}'
+        else:
+            path = path or os.path.join(conf.logdir, 'last.ckpt')
+            weights = DiffAEWeights(conf)
+            state = _ema_state(weights, conf, path, map_location)
+            source = f'checkpoint {path}'
+        checkpoint_io.load_state_verified(weights, state, source=source)
         model = cls(conf, weights, precision=precision, solver=solver)
         model.source = path
         return model
@@ -330,3 +356,44 @@ class DiffAE:
                                      cond_a,
                                      xT_a, cond_b, xT_b, alphas,
                                      progress=progress) + 1) / 2
+
+
+def _latent_stats_extra(model: DiffAE) -> dict:
+    """Check the checkpoint's z_sem statistics against ``latent.pkl`` of
+    the template (when it is there): statistics the checkpoint lacks (NaN)
+    are taken from it; differing ones are reported and the checkpoint's
+    kept (its latent DPM was trained with them). What the metadata
+    records about where they come from."""
+    path = model.conf.latent_infer_path
+    if model.conds_mean is None or not path or not os.path.exists(path):
+        return {}
+    state = validation.load_latents(path, model.conf.style_ch)
+    mean = state['conds_mean'].reshape(1, -1).float()
+    std = state['conds_std'].reshape(1, -1).float()
+    if torch.isnan(model.conds_mean).any():
+        model.weights.conds_mean.copy_(mean)
+        model.weights.conds_std.copy_(std)
+    elif not (torch.equal(mean, model.conds_mean.cpu())
+              and torch.equal(std, model.conds_std.cpu())):
+        warnings.warn(
+            f'{model.source} holds other z_sem statistics than {path} '
+            '(re-inferred since?): the export keeps the checkpoint\'s, '
+            'which its latent DPM was trained with')
+        return {'latent_stats_source': os.path.basename(str(model.source))}
+    return {'latent_stats_source': os.path.basename(path),
+            'latent_stats_sha256': checkpoint_io.file_sha256(path)}
+
+
+def export_weights(conf: TrainConfig, out, ckpt: Optional[str] = None
+                   ) -> dict:
+    """Write what using the model needs of checkpoint ``ckpt`` (default
+    ``<logdir>/last.ckpt``) of template ``conf`` to the safetensors file
+    ``out``: the EMA weights, the z_sem statistics where the template uses
+    them, the config in the metadata (weights_file.py). Every key is
+    verified on the way (DiffAE.from_checkpoint). Returns the metadata."""
+    model = DiffAE.from_checkpoint(conf, ckpt)
+    extra = _latent_stats_extra(model)
+    model.check_latent_stats()
+    return weights_file.write_weights(
+        out, model.weights.state_dict(), model.conf, 'autoencoder',
+        model.source, latent_stats=model.conds_mean is not None, extra=extra)
