@@ -17,6 +17,7 @@ import sys
 import torch
 
 import app_logic as logic
+from inference import add_front_end_arguments, front_end_precision
 
 
 def tab_edit(gr, models, run, img_a, align_face):
@@ -150,14 +151,7 @@ def parse_args(argv=None):
     p.add_argument('--predictor', default=None,
                    help='dlib shape_predictor_68_face_landmarks.dat for '
                    'face alignment (default checkpoints/)')
-    p.add_argument('--solver', default=d.solver, choices=['dpmpp_2m', 'ddim'],
-                   help='ODE solver (default dpmpp_2m, DPM-Solver++(2M); '
-                   'ddim: the official sampler)')
-    p.add_argument('--precision', default='auto',
-                   choices=['auto', 'official', '32-true', 'bf16-mixed',
-                            '16-mixed'],
-                   help="'auto': what this machine runs fastest; "
-                   "'official': float32 as the reference code")
+    add_front_end_arguments(p)
     p.add_argument('--T', type=int, default=None,
                    help='render steps (default: DDIM 20, dpmpp_2m 10)')
     p.add_argument('--T-inv', type=int, default=None,
@@ -183,7 +177,7 @@ def main(argv=None):
         latent_ckpt=args.latent_ckpt, base_dir=args.base_dir,
         predictor=args.predictor, solver=args.solver, T=args.T,
         T_inv=args.T_inv, T_latent=args.T_latent, device=args.device,
-        precision=None if args.precision == 'official' else args.precision)
+        precision=front_end_precision(args.precision))
     models = logic.load_models(settings)
     print(models.status().replace('**', ''), flush=True)
     if models.autoenc is None:

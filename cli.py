@@ -35,8 +35,8 @@ import templates_latent
 from dataset import make_transform
 from dataset_util import open_image, to_rgb
 from experiment_classifier import ClsModel, export_classifier
-from inference import (FRONT_END_SOLVER, DiffAE, export_weights,
-                       steps_matching_ddim)
+from inference import (DiffAE, add_front_end_arguments, export_weights,
+                       front_end_precision, steps_matching_ddim)
 
 
 def load_template(name):
@@ -65,7 +65,7 @@ def load_model(args):
         conf.latent_infer_path = args.latent_infer_path
     conf.pretrain = None  # the checkpoint below holds every weight
     path = args.ckpt or os.path.join(conf.logdir, 'last.ckpt')
-    precision = None if args.precision == 'official' else args.precision
+    precision = front_end_precision(args.precision)
     return DiffAE.from_checkpoint(conf, path, precision=precision,
                                   solver=args.solver).to(args.device)
 
@@ -249,16 +249,7 @@ def parse_args(argv=None):
         sp.add_argument('--force', action='store_true',
                         help='overwrite an earlier result (default: write '
                         '<name>-1.png, <name>-2.png, ...)')
-        sp.add_argument('--solver', default=FRONT_END_SOLVER,
-                        choices=['dpmpp_2m', 'ddim'],
-                        help='ODE solver (default dpmpp_2m, DPM-Solver++(2M);'
-                        ' ddim: the official sampler)')
-        sp.add_argument('--precision', default='auto',
-                        choices=['auto', 'official', '32-true', 'bf16-mixed',
-                                 '16-mixed'],
-                        help="'auto': what this machine runs fastest "
-                        "(hardware.py); 'official': float32 as the "
-                        'reference code')
+        add_front_end_arguments(sp)
         sp.add_argument('--T', type=int, default=None,
                         help='steps for rendering (default: DDIM 20, '
                         'dpmpp_2m 10)')

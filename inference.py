@@ -77,6 +77,25 @@ def zdenormalize(cond, mean, std):
 FRONT_END_SOLVER = 'dpmpp_2m'
 
 
+def add_front_end_arguments(parser):
+    """--solver and --precision of the CLI and the web page."""
+    parser.add_argument('--solver', default=FRONT_END_SOLVER,
+                        choices=['dpmpp_2m', 'ddim'],
+                        help='ODE solver (default dpmpp_2m, DPM-Solver++(2M);'
+                        ' ddim: the official sampler)')
+    parser.add_argument('--precision', default='auto',
+                        choices=['auto', 'official', '32-true', 'bf16-mixed',
+                                 '16-mixed'],
+                        help="'auto': what this machine runs fastest "
+                        "(hardware.py); 'official': float32 as the "
+                        'reference code')
+
+
+def front_end_precision(arg: str) -> Optional[str]:
+    """DiffAE's precision for a --precision value ('official': None)."""
+    return None if arg == 'official' else arg
+
+
 def steps_matching_ddim(solver, ddim_steps: int) -> int:
     """The steps at which ``solver`` is at least as close to the converged
     ODE solution as DDIM at ``ddim_steps``: the same for DDIM (and DDPM),

@@ -402,31 +402,22 @@ class GaussianDiffusionBeatGans:
         """Encode x_0 into the stochastic subcode x_T by running DDIM
         backwards. Returns {'sample': x_T, 'sample_t': [x_1 ... x_T],
         'xstart_t', 'T'} (``device`` is unused: ``x`` says where)."""
-        sample_t, xstart_t, T = [], [], []
-
         def step(x, t, i):
             return self.ddim_reverse_sample(model, x, t,
                                             clip_denoised=clip_denoised,
                                             model_kwargs=model_kwargs,
                                             eta=eta)
 
-        def record(out):
-            sample_t.append(out['sample'])
-            xstart_t.append(out['pred_xstart'])
-            T.append(out['t'])
-            if callback is not None:
-                callback(out)
-
-        sample = _run_loop(step, x, range(self.num_timesteps), progress,
-                           'encode', record)
-        return {'sample': sample, 'sample_t': sample_t, 'xstart_t': xstart_t,
-                'T': T}
+        out, record = _recorded(callback)
+        out['sample'] = _run_loop(step, x, range(self.num_timesteps),
+                                  progress, 'encode', record)
+        return out
 
     def dpmpp_2m_sample_loop(self, model, shape=None, noise=None,
                              clip_denoised=True, model_kwargs=None,
                              device=None, progress=False, callback=None):
         """DPM-Solver++(2M) from ``noise`` (x_T, or fresh noise of
-        ``shape``) to x_0, on the steps DDIM takes (one model call each);
+        ``shape``) to x_0 on this process's steps (one model call each);
         ``model_kwargs`` and ``callback`` as in ddim_sample_loop."""
         x = self._initial_noise(model, shape, noise, device)
         return self._dpmpp_2m_loop(model, x, 'sample', clip_denoised,
@@ -437,19 +428,11 @@ class GaussianDiffusionBeatGans:
                                      progress=False, callback=None):
         """Encode x_0 into x_T with DPM-Solver++(2M) run towards the noise,
         on the steps of ddim_reverse_sample_loop; returns the same dict."""
-        sample_t, xstart_t, T = [], [], []
-
-        def record(out):
-            sample_t.append(out['sample'])
-            xstart_t.append(out['pred_xstart'])
-            T.append(out['t'])
-            if callback is not None:
-                callback(out)
-
-        sample = self._dpmpp_2m_loop(model, x, 'reverse', clip_denoised,
-                                     model_kwargs, progress, record)
-        return {'sample': sample, 'sample_t': sample_t, 'xstart_t': xstart_t,
-                'T': T}
+        out, record = _recorded(callback)
+        out['sample'] = self._dpmpp_2m_loop(model, x, 'reverse',
+                                            clip_denoised, model_kwargs,
+                                            progress, record)
+        return out
 
     def dpmpp_2m_steps(self, direction: str):
         """(step indices in the order they run, their dpm_solver
@@ -537,6 +520,21 @@ class GaussianDiffusionBeatGans:
             param = next(iter(model.parameters()), None)
             device = param.device if param is not None else 'cpu'
         return torch.randn(*shape, device=device)
+
+
+def _recorded(callback):
+    """({'sample_t', 'xstart_t', 'T'} lists, a callback that appends each
+    step's sample, x_0 prediction and t to them, then calls ``callback``):
+    what the reverse loops return besides x_T."""
+    out = {'sample_t': [], 'xstart_t': [], 'T': []}
+
+    def record(step):
+        out['sample_t'].append(step['sample'])
+        out['xstart_t'].append(step['pred_xstart'])
+        out['T'].append(step['t'])
+        if callback is not None:
+            callback(step)
+    return out, record
 
 
 def _run_loop(step, x, indices, progress: bool, desc: str, callback=None):
