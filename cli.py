@@ -295,6 +295,12 @@ def parse_args(argv=None):
     sp.add_argument('--seed', type=int, default=0)
     sp.set_defaults(fn=sample)
 
+    add_export_parser(sub)
+    return with_step_defaults(p.parse_args(argv))
+
+
+def add_export_parser(sub):
+    """The 'export' subcommand (EMA weights as .safetensors)."""
     sp = sub.add_parser('export', help='EMA weights as .safetensors')
     sp.add_argument('--template', required=True,
                     help='template of the checkpoint (autoencoder, latent '
@@ -307,7 +313,6 @@ def parse_args(argv=None):
                     help='overwrite OUT (default: write OUT-1 ...)')
     sp.add_argument('out_file', metavar='OUT.safetensors')
     sp.set_defaults(fn=export)
-    return with_step_defaults(p.parse_args(argv))
 
 
 def with_step_defaults(args):
