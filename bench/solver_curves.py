@@ -159,9 +159,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--dataset', default='shapes', choices=['shapes',
                                                           'scenes'])
-    p.add_argument('--part', default='images', choices=['images', 'latent'],
+    p.add_argument('--part', default='images',
+                   choices=['images', 'latent', 'zsem'],
                    help='images: decode, round trip and the z_sem-only '
-                   'report (the autoencoder); latent: the latent DPM')
+                   'report (the autoencoder); latent: the latent DPM; '
+                   'zsem: the z_sem-only report alone')
     p.add_argument('--base-dir', default='checkpoints')
     p.add_argument('--images', type=int, default=8)
     p.add_argument('--latents', type=int, default=256)
@@ -196,7 +198,8 @@ def main(argv=None):
         data = study_recipes.heldout_data(args.dataset)
         x = torch.stack([data[i]['img'] for i in range(args.images)])
         result['images'] = args.images
-        result['image_rows'] = image_curves(model, x, args)
+        if args.part == 'images':
+            result['image_rows'] = image_curves(model, x, args)
         result['zsem_only_decoding'] = zsem_reports(model, args.dataset,
                                                     args)
     result['checkpoint'] = model.source
