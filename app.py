@@ -158,8 +158,7 @@ def parse_args(argv=None):
                    help='steps to encode x_T (default: DDIM 50, dpmpp_2m '
                    '25)')
     p.add_argument('--T-latent', type=int, default=None,
-                   help='latent DPM steps for samples (default: DDIM 50, '
-                   'dpmpp_2m 25)')
+                   help='latent DPM steps for samples (default 50)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available()
                    else 'cpu')
     p.add_argument('--host', default='127.0.0.1')

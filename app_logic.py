@@ -56,9 +56,11 @@ class Settings:
     precision: Optional[str] = 'auto'
 
     def __post_init__(self):
-        for name, ddim in (('T', 20), ('T_inv', 50), ('T_latent', 50)):
+        for name, ddim, latent in (('T', 20, False), ('T_inv', 50, False),
+                                   ('T_latent', 50, True)):
             if getattr(self, name) is None:
-                setattr(self, name, steps_matching_ddim(self.solver, ddim))
+                setattr(self, name, steps_matching_ddim(self.solver, ddim,
+                                                         latent))
 
 
 @dataclass

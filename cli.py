@@ -291,7 +291,7 @@ def parse_args(argv=None):
     common(sp)
     sp.add_argument('-n', type=int, default=8)
     sp.add_argument('--T-latent', type=int, default=None,
-                    help='latent DPM steps (default: DDIM 20, dpmpp_2m 10)')
+                    help='latent DPM steps (default 20 for both solvers)')
     sp.add_argument('--seed', type=int, default=0)
     sp.set_defaults(fn=sample)
 
@@ -319,9 +319,11 @@ def with_step_defaults(args):
     """Fill the step counts left out: DDIM's former defaults (render 20,
     encode 100, latent 20), or the counts where the chosen solver matches
     them (inference.steps_matching_ddim)."""
-    for name, ddim in (('T', 20), ('T_inv', 100), ('T_latent', 20)):
+    for name, ddim, latent in (('T', 20, False), ('T_inv', 100, False),
+                               ('T_latent', 20, True)):
         if getattr(args, name, 0) is None:
-            setattr(args, name, steps_matching_ddim(args.solver, ddim))
+            setattr(args, name, steps_matching_ddim(args.solver, ddim,
+                                                         latent))
     return args
 
 

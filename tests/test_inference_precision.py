@@ -81,7 +81,7 @@ def test_cli_defaults_to_the_new_solver_at_matching_steps():
     assert (fast.T, fast.T_inv, fast.T_latent) == (
         steps_matching_ddim('dpmpp_2m', 20),
         steps_matching_ddim('dpmpp_2m', 100),
-        steps_matching_ddim('dpmpp_2m', 20))
+        steps_matching_ddim('dpmpp_2m', 20, latent=True))
     old = cli.parse_args(base + ['--solver', 'ddim'])
     assert (old.T, old.T_inv, old.T_latent) == (20, 100, 20)
     given = cli.parse_args(base + ['--T', '7'])
@@ -93,8 +93,9 @@ def test_web_page_defaults_keep_ddim_counts_for_ddim():
     assert app_logic.Settings(solver='ddim').T_inv == 50
     s = app_logic.Settings()
     assert s.solver == 'dpmpp_2m' and s.precision == 'auto'
-    assert (s.T, s.T_inv, s.T_latent) == tuple(
-        steps_matching_ddim('dpmpp_2m', n) for n in (20, 50, 50))
+    assert (s.T, s.T_inv, s.T_latent) == (
+        steps_matching_ddim('dpmpp_2m', 20), steps_matching_ddim(
+            'dpmpp_2m', 50), steps_matching_ddim('dpmpp_2m', 50, True))
 
 
 def test_solver_given_at_load_is_every_method_default():
