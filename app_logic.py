@@ -16,12 +16,12 @@ from typing import Dict, List, Optional
 import torch
 from PIL import Image
 
-import cli
 import align
 import checkpoint_io
 import renderer
 from experiment_classifier import ClsModel
-from inference import FRONT_END_SOLVER, DiffAE, steps_matching_ddim
+from inference import FRONT_END_SOLVER, steps_matching_ddim, to_model_input
+from model_loading import checkpoint_of, load_diffae, template_conf
 
 DEMO = {'template': 'shapes32_autoenc', 'cls_template': 'shapes32_autoenc_cls',
         'latent_template': 'shapes32_autoenc_latent'}
@@ -99,18 +99,6 @@ class Models:
         return '\n'.join(lines)
 
 
-def _conf(name, base_dir):
-    conf = cli.load_template(name)
-    conf.base_dir = base_dir
-    # the demo templates point at checkpoints/...: follow base_dir
-    if conf.latent_infer_path and conf.latent_infer_path.startswith(
-            'checkpoints/'):
-        conf.latent_infer_path = os.path.join(
-            base_dir, conf.latent_infer_path[len('checkpoints/'):])
-    conf.pretrain = None  # each checkpoint below holds every weight
-    return conf
-
-
 def _own(conf, path):
     """The template to load ``path`` with: none for a .safetensors export
     (its metadata names its own; the page's template defaults need not
@@ -118,61 +106,55 @@ def _own(conf, path):
     return None if checkpoint_io.is_safetensors(path) else conf
 
 
-def _missing(what, path, how):
-    return f'{what} not found: {path} ({how})'
+def _found(m: 'Models', part: str, template: str, ckpt: Optional[str],
+           what: str, option: str):
+    """(conf to load with, checkpoint path) of one part of the page, or
+    None with the reason in ``m.problems`` when the file is missing."""
+    conf = template_conf(template, m.settings.base_dir)
+    path = checkpoint_of(conf, ckpt)
+    if os.path.isfile(path):
+        return _own(conf, path), path
+    m.problems[part] = (f'{what} not found: {path} (run `make demo` to make '
+                        f'the demo files, or pass {option})')
+    return None
 
 
 def load_models(s: Settings) -> Models:
     """Load what the settings name. A missing file leaves that part out
     and records why (``models.problems``); a wrong file raises."""
     m = Models(settings=s)
-    demo_hint = 'run `make demo` to make the demo files'
-
-    conf = _conf(s.template, s.base_dir)
-    path = s.ckpt or os.path.join(conf.logdir, 'last.ckpt')
-    if os.path.isfile(path):
-        m.autoenc = DiffAE.from_checkpoint(
-            _own(conf, path), path, precision=s.precision,
-            solver=s.solver).to(s.device)
+    found = _found(m, 'autoenc', s.template, s.ckpt,
+                   'autoencoder checkpoint', '--ckpt')
+    if found:
+        m.autoenc = load_diffae(*found, s.device, precision=s.precision,
+                                solver=s.solver)
         for T in (s.T, s.T_inv):  # a bad step count fails now, not later
             m.autoenc.sampler(T)
-    else:
-        m.problems['autoenc'] = _missing(
-            'autoencoder checkpoint', path, f'{demo_hint}, or pass --ckpt')
 
-    if s.cls_template:
-        cconf = _conf(s.cls_template, s.base_dir)
-        path = s.cls_ckpt or os.path.join(cconf.logdir, 'last.ckpt')
-        if os.path.isfile(path):
-            m.classifier = ClsModel.from_checkpoint(
-                _own(cconf, path), path).to(s.device)
-            m.classifier.source = path
-            if m.autoenc is not None and \
-                    m.classifier.conf.style_ch != m.autoenc.conf.style_ch:
-                raise ValueError(
-                    f'classifier {path} works on z_sem of '
-                    f'{m.classifier.conf.style_ch} channels, the autoencoder '
-                    f'has {m.autoenc.conf.style_ch}: pass the matching '
-                    '--cls-template')
-        else:
-            m.problems['classifier'] = _missing(
-                'classifier checkpoint', path,
-                f'{demo_hint}, or pass --cls-ckpt')
-    else:
+    found = s.cls_template and _found(m, 'classifier', s.cls_template,
+                                      s.cls_ckpt, 'classifier checkpoint',
+                                      '--cls-ckpt')
+    if found:
+        m.classifier = ClsModel.from_checkpoint(*found).to(s.device)
+        m.classifier.source = found[1]
+        if m.autoenc is not None and \
+                m.classifier.conf.style_ch != m.autoenc.conf.style_ch:
+            raise ValueError(
+                f'classifier {found[1]} works on z_sem of '
+                f'{m.classifier.conf.style_ch} channels, the autoencoder '
+                f'has {m.autoenc.conf.style_ch}: pass the matching '
+                '--cls-template')
+    elif not s.cls_template:
         m.problems['classifier'] = 'no --cls-template given'
 
-    if s.latent_template:
-        lconf = _conf(s.latent_template, s.base_dir)
-        path = s.latent_ckpt or os.path.join(lconf.logdir, 'last.ckpt')
-        if os.path.isfile(path):
-            m.latent = DiffAE.from_checkpoint(
-                _own(lconf, path), path, precision=s.precision,
-                solver=s.solver).to(s.device)
-        else:
-            m.problems['latent'] = _missing(
-                'latent DPM checkpoint', path,
-                f'{demo_hint}, or pass --latent-ckpt')
-    else:
+    found = s.latent_template and _found(m, 'latent', s.latent_template,
+                                         s.latent_ckpt,
+                                         'latent DPM checkpoint',
+                                         '--latent-ckpt')
+    if found:
+        m.latent = load_diffae(*found, s.device, precision=s.precision,
+                               solver=s.solver)
+    elif not s.latent_template:
         m.problems['latent'] = 'no --latent-template given'
     try:
         m.aligner = align.DlibLandmarks(s.predictor)
@@ -208,7 +190,7 @@ def prepare(models: Models, img: Image.Image, align_face: bool = False):
                 256, ae.conf.img_size))[0]
         except (align.NoFaceError, align.SeveralFacesError) as e:
             raise Unavailable(str(e)) from e
-    return cli.to_model_input(img, ae.conf.img_size)[None].to(
+    return to_model_input(img, ae.conf.img_size)[None].to(
         models.settings.device)
 
 

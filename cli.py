@@ -30,20 +30,12 @@ from tqdm.auto import tqdm
 import align
 import checkpoint_io
 import renderer
-import templates_cls
-import templates_latent
-from dataset import make_transform
-from dataset_util import open_image, to_rgb
+from dataset_util import open_image
 from experiment_classifier import ClsModel, export_classifier
 from inference import (DiffAE, add_front_end_arguments, export_weights,
-                       front_end_precision, steps_matching_ddim)
-
-
-def load_template(name):
-    for module in (templates_latent, templates_cls):
-        if hasattr(module, name) and callable(getattr(module, name)):
-            return getattr(module, name)()
-    raise SystemExit(f'unknown template {name!r} (see templates*.py)')
+                       front_end_precision, steps_matching_ddim,
+                       to_model_input)
+from model_loading import load_diffae, load_template, template_conf
 
 
 def _weights_file(template, ckpt, flag='--template'):
@@ -58,22 +50,17 @@ def _weights_file(template, ckpt, flag='--template'):
 
 
 def load_model(args):
+    """The DiffAE of --template with the weights of --ckpt (default
+    checkpoints/<name>/last.ckpt; a .safetensors export names its own
+    template), on --device."""
+    options = dict(precision=front_end_precision(args.precision),
+                   solver=args.solver)
     if _weights_file(args.template, args.ckpt) and args.template is None:
-        return DiffAE.from_checkpoint(None, args.ckpt).to(args.device)
-    conf = load_template(args.template)
-    if args.latent_infer_path:
-        conf.latent_infer_path = args.latent_infer_path
-    conf.pretrain = None  # the checkpoint below holds every weight
-    path = args.ckpt or os.path.join(conf.logdir, 'last.ckpt')
-    precision = front_end_precision(args.precision)
-    return DiffAE.from_checkpoint(conf, path, precision=precision,
-                                  solver=args.solver).to(args.device)
-
-
-def to_model_input(img, size):
-    """A PIL image -> (3, size, size) tensor in [-1, 1]: resized and
-    center-cropped to ``size`` (the datasets' own transform, no flip)."""
-    return make_transform(size, flip_prob=0)(to_rgb(img))
+        return DiffAE.from_checkpoint(None, args.ckpt, **options).to(
+            args.device)
+    conf = template_conf(args.template,
+                         latent_infer_path=args.latent_infer_path)
+    return load_diffae(conf, args.ckpt, args.device, **options)
 
 
 def load_images(paths, size, aligner=None):

@@ -13,42 +13,18 @@ from torch.utils.data.distributed import DistributedSampler
 from choices import (Activation, GenerativeType, LossType, ManipulateLossType,
                      ManipulateMode, ModelMeanType, ModelName, ModelType,
                      ModelVarType, OptimizerType, TrainMode)
-import dataset as D
-import scenes_data
-import shapes_data
+import data_registry
 from config_base import BaseConfig
 from dataset_util import use_cached_dataset_path
-from image_check import apply_policy
 from diffusion import (PowerSampler, SpacedDiffusionBeatGansConfig,
                        UniformSampler)
 from diffusion.schedules import get_named_beta_schedule, space_timesteps
 from model import (BeatGANsAutoencConfig, BeatGANsUNetConfig, LatentNetType,
                    MLPSkipNetConfig, ModelConfig)
 
-# Where each named dataset lives (relative to the working directory, as in
-# the official code). ``data_resize_<name>.py`` makes each LMDB.
-data_paths = {
-    'ffhqlmdb256': os.path.expanduser('datasets/ffhq256.lmdb'),
-    # used for training a classifier
-    'celeba': os.path.expanduser('datasets/celeba'),
-    # used for training DPM models
-    'celebalmdb': os.path.expanduser('datasets/celeba.lmdb'),
-    'celebahq': os.path.expanduser('datasets/celebahq256.lmdb'),
-    'horse256': os.path.expanduser('datasets/horse256.lmdb'),
-    'bedroom256': os.path.expanduser('datasets/bedroom256.lmdb'),
-    'celeba_anno': os.path.expanduser(
-        'datasets/celeba_anno/list_attr_celeba.txt'),
-    'celebahq_anno': os.path.expanduser(
-        'datasets/celeba_anno/CelebAMask-HQ-attribute-anno.txt'),
-    'celeba_relight': os.path.expanduser(
-        'datasets/celeba_hq_light/celeba_light.txt'),
-    # the built-in demo dataset, generated on first use
-    'shapes': os.path.expanduser('datasets/shapes.lmdb'),
-    # the second built-in synthetic dataset (landscape scenes), also
-    # generated on first use
-    'scenes': os.path.expanduser('datasets/scenes.lmdb'),
-}
-
+# where each named dataset lives (relative to the working directory, as in
+# the official code); the registry of data_registry.py holds it
+data_paths = data_registry.data_paths
 
 # Compatibility-only names: fields of the official TrainConfig that nothing
 # in this project reads (the features they named are not part of it).
@@ -83,140 +59,259 @@ class PretrainConfig(BaseConfig):
 
 @dataclass
 class TrainConfig(BaseConfig):
-    # random seed
-    seed: int = 0
-    train_mode: TrainMode = TrainMode.diffusion
-    train_pred_xstart_detach: bool = True
-    manipulate_mode: ManipulateMode = ManipulateMode.celebahq_all
-    manipulate_cls: str = None
-    manipulate_shots: int = None
-    manipulate_loss: ManipulateLossType = ManipulateLossType.bce
-    manipulate_znormalize: bool = False
-    manipulate_seed: int = 0
-    accum_batches: int = 1
-    batch_size: int = 16
-    batch_size_eval: int = None
-    beatgans_gen_type: GenerativeType = GenerativeType.ddim
-    beatgans_loss_type: LossType = LossType.mse
-    beatgans_model_mean_type: ModelMeanType = ModelMeanType.eps
-    beatgans_model_var_type: ModelVarType = ModelVarType.fixed_large
-    beatgans_rescale_timesteps: bool = False
-    latent_infer_path: str = None
-    latent_znormalize: bool = False
-    latent_gen_type: GenerativeType = GenerativeType.ddim
-    latent_loss_type: LossType = LossType.mse
-    latent_model_mean_type: ModelMeanType = ModelMeanType.eps
-    latent_model_var_type: ModelVarType = ModelVarType.fixed_large
-    latent_rescale_timesteps: bool = False
-    latent_T_eval: int = 1_000
-    latent_clip_sample: bool = False
-    latent_beta_scheduler: str = 'linear'
-    beta_scheduler: str = 'linear'
-    data_name: str = ''
-    data_val_name: str = None
-    diffusion_type: str = None
-    dropout: float = 0.1
-    ema_decay: float = 0.9999
-    eval_num_images: int = 5_000
-    eval_every_samples: int = 200_000
-    eval_ema_every_samples: int = 200_000
-    fp16: bool = False
-    grad_clip: float = 1
-    img_size: int = 64
-    lr: float = 0.0001
-    optimizer: OptimizerType = OptimizerType.adam
-    weight_decay: float = 0
-    model_conf: Optional[ModelConfig] = None
-    model_name: ModelName = None
-    model_type: ModelType = None
-    net_attn: Tuple[int] = None
-    net_beatgans_attn_head: int = 1
-    # not necessarily the same as the number of style channels
-    net_beatgans_embed_channels: int = 512
-    net_resblock_updown: bool = True
-    net_enc_pool: str = 'adaptivenonzero'
-    net_beatgans_gradient_checkpoint: bool = False
-    net_beatgans_resnet_two_cond: bool = False
-    net_beatgans_resnet_use_zero_module: bool = True
-    net_beatgans_resnet_cond_channels: int = None
-    net_ch_mult: Tuple[int] = None
-    net_ch: int = 64
-    net_enc_attn: Tuple[int] = None
-    # number of res-blocks per level of the encoder (half-UNet)
-    net_enc_num_res_blocks: int = 2
-    net_enc_channel_mult: Tuple[int] = None
-    net_enc_grad_checkpoint: bool = False
-    net_latent_activation: Activation = Activation.silu
-    net_latent_condition_bias: float = 0
-    net_latent_dropout: float = 0
-    net_latent_layers: int = None
-    net_latent_net_last_act: Activation = Activation.none
-    net_latent_net_type: LatentNetType = LatentNetType.none
-    net_latent_num_hid_channels: int = 1024
-    net_latent_num_time_layers: int = 2
-    net_latent_skip_layers: Tuple[int] = None
-    net_latent_time_emb_channels: int = 64
-    net_latent_use_norm: bool = False
-    net_latent_time_last_act: bool = False
-    net_num_res_blocks: int = 2
-    # number of res-blocks per level of the UNet's encoding side
-    net_num_input_res_blocks: int = None
-    num_workers: int = 4
-    postfix: str = ''
-    sample_size: int = 64
-    sample_every_samples: int = 20_000
-    save_every_samples: int = 100_000
-    style_ch: int = 512
-    T_eval: int = 1_000
-    # training timesteps: 'uniform' (official) or 'high_noise' (opt-in,
-    # density rising as (t / T)^(T_sampler_power - 1), no reweighting)
-    T_sampler: str = 'uniform'
-    T_sampler_power: float = 2.0
-    # opt-in weighting of the image decoder's loss over timesteps
-    # (diffusion/weighting.py): 'none' (official), 'p2' or 'min_snr';
-    # gamma defaults to the paper's (1 for p2, 5 for min_snr)
-    loss_weighting: str = 'none'
-    loss_weighting_gamma: float = None
-    p2_k: float = 1.0
-    T: int = 1_000
-    total_samples: int = 10_000_000
-    warmup: int = 0
-    # opt-in learning-rate decay after the warm-up (not in the official
-    # code, whose lr stays constant): 'none' (official) or 'cosine', from
-    # lr down to lr * lr_decay_final at total_samples
-    lr_decay: str = 'none'
-    lr_decay_final: float = 0.0
-    pretrain: PretrainConfig = None
-    continue_from: PretrainConfig = None
-    eval_programs: Tuple[str] = None
-    # if present, load the checkpoint from this path instead
-    eval_path: str = None
-    base_dir: str = 'checkpoints'
-    use_cache_dataset: bool = False
-    data_cache_dir: str = os.path.expanduser('~/cache')
-    work_cache_dir: str = os.path.expanduser('~/mycache')
-    # to be overridden
+    """Every setting of a run. Field names and defaults are the official
+    ones (the templates in templates*.py set what each model changes); the
+    fields marked "(added)" are this project's and default to the official
+    behaviour. Counts of ``*_samples`` are images seen (global batch x
+    steps), as in the official code."""
+
+    # --- the run -----------------------------------------------------------
+    # run name: the folder <base_dir>/<name> (every template sets it)
     name: str = ''
-    # --- additions of this project (not in the official config) ---
-    # your own data: a folder of images (data_name='imagefolder') or a path
-    # that overrides data_paths[data_name]
+    # random seed (each process seeds seed * world_size + rank)
+    seed: int = 0
+    # what trains: diffusion, latent_diffusion (latent templates), manipulate
+    train_mode: TrainMode = TrainMode.diffusion
+    # the folder of run folders (checkpoints, logs, sample grids)
+    base_dir: str = 'checkpoints'
+    # a suffix of the official names; nothing reads it (pretrain templates)
+    postfix: str = ''
+    # initial weights from another run (latent and classifier templates)
+    pretrain: PretrainConfig = None
+    # resume another run when this one has no checkpoint yet
+    continue_from: PretrainConfig = None
+
+    # --- data --------------------------------------------------------------
+    # a name of data_registry.DATASETS, e.g. 'ffhqlmdb256' (every template)
+    data_name: str = ''
+    # the data of the evaluations (None: data_name)
+    data_val_name: str = None
+    # (added) your own data: the folder of data_name='imagefolder', or a
+    # path that replaces data_paths[data_name]
     data_dir: str = None
-    # local weight files of the metrics' networks (see metrics.py)
-    fid_weights_path: str = None
-    alexnet_weights_path: str = None
-    # Lightning precision ('32-true', '16-mixed', 'bf16-mixed') or 'auto'
-    # (None means 'auto' too): on a GPU conf.fp16 gives '16-mixed' as the
-    # official code, else bf16-mixed from compute capability 8.0; on a CPU
-    # bf16-mixed only with native bf16 (AVX512_BF16/AMX), else float32
-    # (hardware.py decides; the run prints what it chose and why)
-    precision: str = 'auto'
-    # images generated by the fid<T> eval programs (the paper's 50k)
-    eval_program_num_images: int = 50_000
-    # image files of data_name='imagefolder' that cannot be decoded (every
-    # file is checked before the first step, see image_check.py): 'error'
-    # stops before training and lists them all; 'skip' leaves them out
-    # (one warning, the list in <logdir>/bad_images.txt)
+    # image side in pixels (64, 128, 256; the ffhq*/shapes templates)
+    img_size: int = 64
+    # global batch, divided over all processes (every template)
+    batch_size: int = 16
+    # global batch of sampling and evaluation (None: batch_size)
+    batch_size_eval: int = None
+    # gradient accumulation: optimizer steps every accum_batches batches
+    accum_batches: int = 1
+    # data-loader worker processes per training process
+    num_workers: int = 4
+    # copy the dataset into data_cache_dir once, and read it from there
+    use_cache_dataset: bool = False
+    # where use_cache_dataset copies datasets
+    data_cache_dir: str = os.path.expanduser('~/cache')
+    # cached FID statistics (fid_cache) and generated images
+    work_cache_dir: str = os.path.expanduser('~/mycache')
+    # (added) undecodable files of data_name='imagefolder', all checked
+    # first (image_check.py): 'error' lists them and stops, 'skip' leaves
+    # them out (listed in <logdir>/bad_images.txt)
     bad_images: str = 'error'
+    # GPU math (nothing changes on a CPU): TF32 matmuls and convolutions on
+    # GPUs that have them (Ampere and later; the official code's torch 1.8
+    # had both on by default); False keeps full float32. cudnn_benchmark
+    # lets cuDNN time its kernels once for the fixed training shapes
+    tf32: bool = True
+    cudnn_benchmark: bool = True
+    # opt-in torch.compile of the networks (the autoencoder/UNet and the
+    # latent net) for training and sampling, in place (nn.Module.compile):
+    # checkpoint and EMA keys stay the official ones, no '_orig_mod.'. The
+    # first steps pay the compile time (docs/gpu.md: when it pays)
+    compile: bool = False
+    # its torch.compile backend: 'inductor' (fused generated kernels) or
+    # 'aot_eager' (traces the graphs without generating code: no speed-up)
+    compile_backend: str = 'inductor'
+
+    # --- optimisation ------------------------------------------------------
+    # learning rate (1e-4 image models and latent DPMs, 1e-3 classifiers)
+    lr: float = 0.0001
+    # adam or adamw (adamw_weight_decay)
+    optimizer: OptimizerType = OptimizerType.adam
+    # L2 weight decay of the optimizer (adamw_weight_decay sets 0.01)
+    weight_decay: float = 0
+    # gradient-norm clip (0: none)
+    grad_clip: float = 1
+    # linear learning-rate warm-up, in optimizer steps (templates keep 0)
+    warmup: int = 0
+    # (added) lr after the warm-up: 'none' (official, constant) or 'cosine'
+    lr_decay: str = 'none'
+    # (added) the cosine's end, reached at total_samples: lr * lr_decay_final
+    lr_decay_final: float = 0.0
+    # decay of the exponential moving average of the weights (ema_model)
+    ema_decay: float = 0.9999
+    # length of the run in images seen (every template sets it)
+    total_samples: int = 10_000_000
+    # the official mixed precision flag: '16-mixed' on a GPU
+    fp16: bool = False
+    # (added) Lightning precision ('32-true', '16-mixed', 'bf16-mixed') or
+    # 'auto'/None: on a GPU fp16 gives '16-mixed', else bf16-mixed from
+    # compute capability 8.0; on a CPU bf16-mixed only with native bf16
+    # (AVX512_BF16/AMX), else float32 (hardware.py; the run says why)
+    precision: str = 'auto'
+    # dropout of the UNet and encoder residual blocks
+    dropout: float = 0.1
+
+    # --- the image diffusion (decoder) ---------------------------------------
+    # 'beatgans' (the only kind; every template)
+    diffusion_type: str = None
+    # diffusion steps of training
+    T: int = 1_000
+    # DDIM steps of sample grids, evaluation and rendering (20 in templates)
+    T_eval: int = 1_000
+    # beta schedule: 'linear' or 'cosine' (diffusion/schedules.py)
+    beta_scheduler: str = 'linear'
+    # sampler of evaluation and rendering: ddim or ddpm
+    beatgans_gen_type: GenerativeType = GenerativeType.ddim
+    # training loss: mse or l1
+    beatgans_loss_type: LossType = LossType.mse
+    # what the decoder predicts: eps (official), start_x or v (opt-in)
+    beatgans_model_mean_type: ModelMeanType = ModelMeanType.eps
+    # the reverse-process variance (fixed_large, as the official models)
+    beatgans_model_var_type: ModelVarType = ModelVarType.fixed_large
+    # feed t * 1000 / T to the network instead of t
+    beatgans_rescale_timesteps: bool = False
+    # (added) training timesteps: 'uniform' (official) or 'high_noise'
+    T_sampler: str = 'uniform'
+    # (added) 'high_noise' draws t with density ~ (t / T)^(power - 1)
+    T_sampler_power: float = 2.0
+    # (added) decoder-loss weighting: 'none' (official), 'p2', 'min_snr'
+    loss_weighting: str = 'none'
+    # (added) its gamma (None: the paper's, 1 for p2, 5 for min_snr)
+    loss_weighting_gamma: float = None
+    # (added) k of the p2 weighting (diffusion/weighting.py)
+    p2_k: float = 1.0
+    # detach the predicted x_0 in the training loss (latent DPM)
+    train_pred_xstart_detach: bool = True
+
+    # --- the latent DPM (latent templates) ----------------------------------
+    # z_sem of the whole training set, from the 'infer' eval program
+    latent_infer_path: str = None
+    # train the latent DPM on z_sem normalised by its mean and std
+    latent_znormalize: bool = False
+    # DDIM steps of the latent sampler in evaluation and sampling
+    latent_T_eval: int = 1_000
+    # beta schedule of the latent DPM ('const0.008' in the latent templates)
+    latent_beta_scheduler: str = 'linear'
+    # the latent DPM's sampler (as beatgans_gen_type)
+    latent_gen_type: GenerativeType = GenerativeType.ddim
+    # its training loss (mse or l1)
+    latent_loss_type: LossType = LossType.mse
+    # what it predicts (eps)
+    latent_model_mean_type: ModelMeanType = ModelMeanType.eps
+    # its reverse-process variance
+    latent_model_var_type: ModelVarType = ModelVarType.fixed_large
+    # feed t * 1000 / T to the latent net instead of t
+    latent_rescale_timesteps: bool = False
+    # clip sampled latents to [-1, 1] at every step
+    latent_clip_sample: bool = False
+
+    # --- the networks ------------------------------------------------------
+    # beatgans_autoenc (DiffAE) or beatgans_ddpm (DDIM baseline)
+    model_name: ModelName = None
+    # set by make_model_conf from model_name (autoencoder or ddpm)
+    model_type: ModelType = None
+    # the network config made by make_model_conf
+    model_conf: Optional[ModelConfig] = None
+    # UNet base channels (64 or 128 in the templates)
+    net_ch: int = 64
+    # UNet channel multiplier per resolution level, e.g. (1, 2, 4, 8)
+    net_ch_mult: Tuple[int] = None
+    # resolutions with self-attention, e.g. (16, )
+    net_attn: Tuple[int] = None
+    # res-blocks per level of the UNet
+    net_num_res_blocks: int = 2
+    # res-blocks per level of the UNet's encoding side (None: as above)
+    net_num_input_res_blocks: int = None
+    # attention heads of the UNet
+    net_beatgans_attn_head: int = 1
+    # time-embedding channels (not necessarily style_ch)
+    net_beatgans_embed_channels: int = 512
+    # down/up-sample inside res-blocks (else separate layers)
+    net_resblock_updown: bool = True
+    # gradient checkpointing of the UNet (memory for time)
+    net_beatgans_gradient_checkpoint: bool = False
+    # res-blocks conditioned on time and z_sem separately (autoenc_base)
+    net_beatgans_resnet_two_cond: bool = False
+    # zero-initialise the last conv of each res-block
+    net_beatgans_resnet_use_zero_module: bool = True
+    # channels of the res-block condition (None: style_ch)
+    net_beatgans_resnet_cond_channels: int = None
+    # z_sem channels (512 in the official templates)
+    style_ch: int = 512
+    # semantic encoder: channel multiplier per level, e.g. (1, 2, 4, 8, 8)
+    net_enc_channel_mult: Tuple[int] = None
+    # its attention resolutions (None: net_attn)
+    net_enc_attn: Tuple[int] = None
+    # its res-blocks per level (a half UNet)
+    net_enc_num_res_blocks: int = 2
+    # how its last feature map becomes z_sem
+    net_enc_pool: str = 'adaptivenonzero'
+    # gradient checkpointing of the encoder
+    net_enc_grad_checkpoint: bool = False
+    # latent DPM network: none (no latent net) or skip (MLP with skips)
+    net_latent_net_type: LatentNetType = LatentNetType.none
+    # its layers (10 or 20 in the latent templates)
+    net_latent_layers: int = None
+    # the layers that get the input z again (skip connections)
+    net_latent_skip_layers: Tuple[int] = None
+    # its hidden channels (2048 in the latent templates)
+    net_latent_num_hid_channels: int = 1024
+    # its activation
+    net_latent_activation: Activation = Activation.silu
+    # LayerNorm in its layers
+    net_latent_use_norm: bool = False
+    # bias added to the time condition of its layers
+    net_latent_condition_bias: float = 0
+    # its dropout
+    net_latent_dropout: float = 0
+    # activation of its output
+    net_latent_net_last_act: Activation = Activation.none
+    # layers of its time embedding
+    net_latent_num_time_layers: int = 2
+    # channels of its time embedding
+    net_latent_time_emb_channels: int = 64
+    # an activation after the time embedding's last layer
+    net_latent_time_last_act: bool = False
+
+    # --- sample grids, checkpoints, evaluation -----------------------------
+    # images of each sample grid (fixed x_T)
+    sample_size: int = 64
+    # write sample grids every ... images seen (0: never)
+    sample_every_samples: int = 20_000
+    # save a checkpoint every ... images seen
+    save_every_samples: int = 100_000
+    # FID/LPIPS of the online model every ... images seen
+    eval_every_samples: int = 200_000
+    # FID of the EMA model every ... images seen
+    eval_ema_every_samples: int = 200_000
+    # images of the FID during training
+    eval_num_images: int = 5_000
+    # what mode='eval' runs, e.g. ['infer'], ['fid(10,10)'] (evaluation.py)
+    eval_programs: Tuple[str] = None
+    # the checkpoint mode='eval' loads (None: <logdir>/last.ckpt)
+    eval_path: str = None
+    # (added) images of the fid<T> eval programs (the paper's 50k)
+    eval_program_num_images: int = 50_000
+    # (added) local weight file of the FID Inception (metrics.py)
+    fid_weights_path: str = None
+    # (added) local weight file of LPIPS' AlexNet (metrics.py)
+    alexnet_weights_path: str = None
+
+    # --- the attribute classifier (train_mode=manipulate, templates_cls) -----
+    # which labels: celebahq_all, d2c_fewshot, shapes_all, scenes_all
+    manipulate_mode: ManipulateMode = ManipulateMode.celebahq_all
+    # the attribute of a single-class mode (d2c_fewshot)
+    manipulate_cls: str = None
+    # K of a few-shot mode
+    manipulate_shots: int = None
+    # classifier loss: bce or mse
+    manipulate_loss: ManipulateLossType = ManipulateLossType.bce
+    # classify z_sem normalised by the statistics of latent_infer_path
+    manipulate_znormalize: bool = False
+    # seed of the few-shot subset
+    manipulate_seed: int = 0
 
     def __post_init__(self):
         self.batch_size_eval = self.batch_size_eval or self.batch_size
@@ -269,11 +364,7 @@ class TrainConfig(BaseConfig):
     def data_path(self):
         if self.data_dir is not None:
             return self.data_dir
-        if self.data_name not in data_paths:
-            raise KeyError(
-                f"unknown data_name '{self.data_name}': use one of "
-                f"{sorted(data_paths)} or 'imagefolder' with conf.data_dir")
-        path = data_paths[self.data_name]
+        path = data_registry.dataset_path(self.data_name)
         if self.use_cache_dataset and path is not None:
             path = use_cached_dataset_path(
                 path, f'{self.data_cache_dir}/{self.data_name}')
@@ -290,9 +381,11 @@ class TrainConfig(BaseConfig):
     # ------------------------------------------------------------------
     # diffusion processes
     # ------------------------------------------------------------------
-    def _make_diffusion_conf(self, T=None, gen_type=None):
-        """The image diffusion with ``T`` spaced steps (of self.T), sampled
-        with ``gen_type`` (default conf.beatgans_gen_type)."""
+    def make_diffusion_conf(self, T=None, gen_type=None):
+        """The image diffusion with ``T`` spaced steps (of self.T; None:
+        all of them, the training process), sampled with ``gen_type``
+        (default conf.beatgans_gen_type)."""
+        T = self.T if T is None else T
         gen_type = GenerativeType(gen_type or self.beatgans_gen_type)
         if self.diffusion_type != 'beatgans':
             raise NotImplementedError(
@@ -314,9 +407,11 @@ class TrainConfig(BaseConfig):
             p2_k=self.p2_k,
         )
 
-    def _make_latent_diffusion_conf(self, T=None, gen_type=None):
-        """The latent DPM's diffusion with ``T`` steps (same full T),
-        sampled with ``gen_type`` (default conf.latent_gen_type)."""
+    def make_latent_diffusion_conf(self, T=None, gen_type=None):
+        """The latent DPM's diffusion with ``T`` steps (of the same full
+        self.T; None: all of them), sampled with ``gen_type`` (default
+        conf.latent_gen_type)."""
+        T = self.T if T is None else T
         gen_type = GenerativeType(gen_type or self.latent_gen_type)
         return SpacedDiffusionBeatGansConfig(
             train_pred_xstart_detach=self.train_pred_xstart_detach,
@@ -334,6 +429,10 @@ class TrainConfig(BaseConfig):
             fp16=self.fp16,
         )
 
+    # the official names (the official experiment.py calls them)
+    _make_diffusion_conf = make_diffusion_conf
+    _make_latent_diffusion_conf = make_latent_diffusion_conf
+
     @property
     def model_out_channels(self):
         return 3
@@ -346,17 +445,11 @@ class TrainConfig(BaseConfig):
         raise ValueError(f"T_sampler '{self.T_sampler}': use 'uniform' "
                          "(official) or 'high_noise'")
 
-    def make_diffusion_conf(self):
-        return self._make_diffusion_conf(self.T)
-
     def make_eval_diffusion_conf(self):
-        return self._make_diffusion_conf(T=self.T_eval)
-
-    def make_latent_diffusion_conf(self):
-        return self._make_latent_diffusion_conf(T=self.T)
+        return self.make_diffusion_conf(T=self.T_eval)
 
     def make_latent_eval_diffusion_conf(self):
-        return self._make_latent_diffusion_conf(T=self.latent_T_eval)
+        return self.make_latent_diffusion_conf(T=self.latent_T_eval)
 
     # ------------------------------------------------------------------
     # data
@@ -364,48 +457,9 @@ class TrainConfig(BaseConfig):
     def make_dataset(self, path=None, **kwargs):
         """The training dataset named by ``data_name`` (at ``path`` or
         ``data_path``)."""
-        path = path or self.data_path
-        name = self.data_name
-        if name == 'ffhqlmdb256':
-            return D.FFHQlmdb(path=path, image_size=self.img_size, **kwargs)
-        if name == 'horse256':
-            return D.Horse_lmdb(path=path, image_size=self.img_size, **kwargs)
-        if name == 'bedroom256':
-            # (the reference reads bedrooms with the horse class, issue #58;
-            # same format, named right here)
-            return D.Bedroom_lmdb(path=path, image_size=self.img_size,
-                                  **kwargs)
-        if name == 'celebalmdb':
-            # always the D2C crop
-            return D.CelebAlmdb(path=path, image_size=self.img_size,
-                                original_resolution=None, crop_d2c=True,
-                                **kwargs)
-        if name == 'celebahq':
-            return D.CelebHQlmdb(path=path, image_size=self.img_size,
-                                 **kwargs)
-        if name == 'shapes':
-            return shapes_data.ShapesDataset(path=path,
-                                             image_size=self.img_size,
-                                             **kwargs)
-        if name == 'scenes':
-            return scenes_data.ScenesDataset(path=path,
-                                             image_size=self.img_size,
-                                             **kwargs)
-        if name == 'imagefolder':
-            if path is None:
-                raise ValueError(
-                    "data_name='imagefolder' needs conf.data_dir = "
-                    "'<folder of images>'")
-            kwargs.setdefault('exts', ['jpg', 'jpeg', 'png', 'webp', 'JPG',
-                                       'JPEG', 'PNG'])
-            kwargs.setdefault('sort_names', True)
-            return apply_policy(D.ImageDataset(
-                path, image_size=self.img_size, **kwargs), self.bad_images,
-                self.logdir)
-        raise NotImplementedError(
-            f"no dataset for data_name '{name}': use one of 'ffhqlmdb256', "
-            "'celebalmdb', 'celebahq', 'horse256', 'bedroom256', 'shapes', "
-            "'scenes', or 'imagefolder' with conf.data_dir")
+        return data_registry.make_dataset(
+            self.data_name, path or self.data_path, self.img_size,
+            bad_images=self.bad_images, logdir=self.logdir, **kwargs)
 
     def make_loader(self, dataset, shuffle: bool, num_worker: int = None,
                     drop_last: bool = True, batch_size: int = None,

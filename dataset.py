@@ -49,9 +49,8 @@ import torchvision.transforms.functional as Ftrans
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from lmdb_writer import list_images
 from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
-                          decode_image, open_image)
+                          decode_image, list_images, open_image)
 
 # the 40 CelebA attributes, in the official order
 CELEBA_ATTRS = [
@@ -131,7 +130,7 @@ def d2c_crop() -> Crop:
                 _D2C_CENTER_X - _D2C_HALF, _D2C_CENTER_X + _D2C_HALF)
 
 
-def _build_transform(image_size, crop: Optional[str] = 'center',
+def build_transform(image_size, crop: Optional[str] = 'center',
                      flip: bool = False, flip_prob: float = 0.5,
                      to_tensor: bool = True, normalize: bool = True):
     """The official transform pipelines.
@@ -162,7 +161,7 @@ def make_transform(image_size, flip_prob=0.5, crop_d2c=False):
     """Official: Resize + CenterCrop (or the D2C crop + Resize), a
     horizontal flip with probability ``flip_prob`` (kept even at 0, as
     the official one), ToTensor, Normalize to [-1, 1]."""
-    return _build_transform(image_size, 'd2c' if crop_d2c else 'center',
+    return build_transform(image_size, 'd2c' if crop_d2c else 'center',
                             flip=True, flip_prob=flip_prob)
 
 
@@ -219,7 +218,7 @@ class ImageDataset(Dataset, _SmallImageWarning):
                 f'{list(exts)}')
         if sort_names:
             self.paths = sorted(self.paths)
-        self.transform = _build_transform(image_size, 'center',
+        self.transform = build_transform(image_size, 'center',
                                           flip=do_augment,
                                           to_tensor=do_transform,
                                           normalize=do_normalize)
@@ -328,7 +327,7 @@ class BaseLMDB(Dataset):
         return decode_image(data, f"key '{key}' of LMDB '{self.path}'")
 
 
-class _LMDBImages(Dataset, _SmallImageWarning):
+class LMDBImages(Dataset, _SmallImageWarning):
     """Shared body of the LMDB image datasets: ``self.data`` (BaseLMDB),
     ``self.transform``, ``self.length`` and ``self.offset``."""
 
@@ -353,7 +352,7 @@ class _LMDBImages(Dataset, _SmallImageWarning):
         return {'img': img, 'index': index}
 
 
-class FFHQlmdb(_LMDBImages):
+class FFHQlmdb(LMDBImages):
     """FFHQ (``256-00000`` keys). ``split``: None (all), 'train' (all but
     the first 10000) or 'test' (the first 10000). Resize only, no crop
     (the images are square)."""
@@ -379,12 +378,12 @@ class FFHQlmdb(_LMDBImages):
         else:
             raise NotImplementedError(
                 f"split {split!r}: use None, 'train' or 'test'")
-        self.transform = _build_transform(image_size, None, flip=do_augment,
+        self.transform = build_transform(image_size, None, flip=do_augment,
                                           to_tensor=as_tensor,
                                           normalize=do_normalize)
 
 
-class CelebAlmdb(_LMDBImages):
+class CelebAlmdb(LMDBImages):
     """CelebA (``None-0000000`` keys: the original 178x218 images as the
     official converter stores them with ``original_resolution=None``).
     ``crop_d2c``: the D2C crop then Resize; else Resize + CenterCrop."""
@@ -401,12 +400,12 @@ class CelebAlmdb(_LMDBImages):
                 f'CelebAlmdb has no splits (split={split!r}); use None')
         self.offset = 0
         self.crop_side = 2 * _D2C_HALF if crop_d2c else None
-        self.transform = _build_transform(
+        self.transform = build_transform(
             image_size, 'd2c' if crop_d2c else 'center', flip=do_augment,
             to_tensor=as_tensor, normalize=do_normalize)
 
 
-class _LSUNlmdb(_LMDBImages):
+class _LSUNlmdb(LMDBImages):
     """LSUN categories converted by ``data_resize_<name>.py``
     (``256-0000000`` keys): Resize + CenterCrop. A subclass names its
     converter (``_make_name``) and its default path (``_default_path``)."""
@@ -420,7 +419,7 @@ class _LSUNlmdb(_LMDBImages):
         self.image_size = image_size
         self._open(path or self._default_path, original_resolution, 7,
                    self._make_name)
-        self.transform = _build_transform(image_size, 'center',
+        self.transform = build_transform(image_size, 'center',
                                           flip=do_augment,
                                           to_tensor=do_transform,
                                           normalize=do_normalize)
@@ -441,7 +440,7 @@ class Bedroom_lmdb(_LSUNlmdb):
     _default_path = 'datasets/bedroom256.lmdb'
 
 
-class CelebHQlmdb(_LMDBImages):
+class CelebHQlmdb(LMDBImages):
     """CelebA-HQ (``256-00000`` keys, from ``data_resize_celebahq.py``):
     Resize + CenterCrop."""
 
@@ -451,7 +450,7 @@ class CelebHQlmdb(_LMDBImages):
                  do_normalize: bool = True, **kwargs):
         self.image_size = image_size
         self._open(path, original_resolution, 5, 'celebahq')
-        self.transform = _build_transform(image_size, 'center',
+        self.transform = build_transform(image_size, 'center',
                                           flip=do_augment,
                                           to_tensor=do_transform,
                                           normalize=do_normalize)
@@ -604,7 +603,7 @@ class CelebAttrDataset(_AttrTable, Dataset, _SmallImageWarning):
                 f"is in '{folder}' as *.{ext}")
         self._only(only_cls_name, only_cls_value)
         self.crop_side = 2 * _D2C_HALF if d2c else None
-        self.transform = _build_transform(
+        self.transform = build_transform(
             image_size, 'd2c' if d2c else 'center', flip=do_augment,
             to_tensor=do_transform, normalize=do_normalize)
 
@@ -661,7 +660,7 @@ class CelebAttrFewshotDataset(_AttrTable, Dataset, _SmallImageWarning):
         self._set_table(*read_fewshot_csv(csv_path), csv_path)
         self._only(only_cls_name, only_cls_value)
         self.crop_side = 2 * _D2C_HALF if d2c else None
-        self.transform = _build_transform(
+        self.transform = build_transform(
             img_size, 'd2c' if d2c else 'center', flip=do_augment,
             to_tensor=do_transform, normalize=do_normalize)
 
@@ -706,7 +705,7 @@ class _CelebHQRows(_AttrTable, Dataset, _SmallImageWarning):
         self.image_size = image_size
         self.data = BaseLMDB(path, original_resolution, zfill=5,
                              missing_hint=_make_hint('celebahq', path))
-        self.transform = _build_transform(image_size, 'center',
+        self.transform = build_transform(image_size, 'center',
                                           flip=do_augment,
                                           to_tensor=do_transform,
                                           normalize=do_normalize)
@@ -776,5 +775,6 @@ __all__ = [
     'CelebD2CAttrDataset', 'CelebAttrFewshotDataset',
     'CelebD2CAttrFewshotDataset', 'CelebHQAttrDataset',
     'CelebHQAttrFewshotDataset', 'read_attr_file', 'read_fewshot_csv',
-    'CorruptImageError', 'LMDBFormatError',
+    'CorruptImageError', 'LMDBFormatError', 'LMDBImages', 'build_transform',
+    'list_images',
 ]

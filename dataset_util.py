@@ -5,6 +5,8 @@
 - :func:`to_rgb` / :func:`decode_image` / :func:`open_image`: turn any image
   Pillow reads (RGBA, greyscale, palette, 16-bit, CMYK ...) into an 8-bit RGB
   image, and report undecodable bytes with the key or file they came from.
+- :func:`list_images`: the image files of a folder (the readers' and the
+  writer's view of a folder of images).
 - :class:`ReadonlyLMDB`: a read-only LMDB handle opened as the official code
   does (``readonly=True, lock=False, readahead=False, meminit=False``),
   shared by all readers of the same LMDB in a process and safe to pickle
@@ -16,6 +18,8 @@ import tempfile
 import warnings
 import weakref
 from io import BytesIO
+from pathlib import Path
+from typing import List, Sequence
 
 import numpy as np
 from PIL import Image
@@ -70,6 +74,22 @@ def use_cached_dataset_path(source_path, cache_path):
 # images
 # ---------------------------------------------------------------------------
 # background that transparent pixels are composited onto
+def list_images(folder, exts: Sequence[str], has_subdir: bool = True
+                ) -> List[Path]:
+    """Files in ``folder`` ending in one of ``exts`` (relative paths, in
+    glob order per extension, without duplicates)."""
+    folder = Path(folder)
+    pattern = '**/*.{}' if has_subdir else '*.{}'
+    seen, out = set(), []
+    for ext in exts:
+        for p in folder.glob(pattern.format(ext.lstrip('.'))):
+            rel = p.relative_to(folder)
+            if rel not in seen and p.is_file():
+                seen.add(rel)
+                out.append(rel)
+    return out
+
+
 ALPHA_BACKGROUND = (255, 255, 255)
 
 

@@ -1,5 +1,8 @@
-"""Evaluation programs of ``train(conf, gpus, mode='eval')`` and the
-periodic evaluation during training.
+"""Evaluation programs of ``train(conf, gpus, mode='eval')``, the
+periodic evaluation during training, and the loops behind them that render
+images into the metric networks (``evaluate_fid``, ``evaluate_lpips``; the
+metrics themselves are in ``metrics.py``, what z_sem carries in
+``zsem_probe.py``).
 
 Grammar of ``conf.eval_programs`` entries (as the official code):
 
@@ -18,21 +21,23 @@ import re
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional
 
-import scipy.stats
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 import checkpoint_io
 import metrics
-import renderer
-from config import is_time
-from dist_utils import all_gather_rows
-from inference import eval_mode
+from config import TrainConfig, is_time
+from diffusion import Sampler
+from dist_utils import (all_gather_rows, broadcast, chunk_size, get_rank,
+                        get_world_size)
+from tensor_util import eval_mode
 from lmdb_writer import LMDBImageWriter
+from renderer import encode_stochastic, render_condition, render_uncondition
 
 GRAMMAR = ('infer | infer+render<T> | fid<T> | fid(<T>,<T_latent>) | '
            'fidclip(<T>,<T_latent>) | recon<T> | inv<T>   (T: integers, '
@@ -189,7 +194,7 @@ def _run_fid(lit, prog: Program) -> Dict[str, float]:
     if prog.T_latent is not None:
         lit.inference.check_latent_stats()
         latent_sampler = lit.inference.latent_sampler(prog.T_latent)
-    score = metrics.evaluate_fid(sampler, lit.ema_model, conf,
+    score = evaluate_fid(sampler, lit.ema_model, conf,
                                  device=lit.device, train_data=train_data,
                                  val_data=val_data,
                                  latent_sampler=latent_sampler,
@@ -210,12 +215,144 @@ def _run_lpips(lit, prog: Program) -> Dict[str, float]:
     conf.eval_num_images = len(val_data)
     sampler = lit.inference.sampler(prog.T)
     inv = prog.kind == 'inv'
-    score = metrics.evaluate_lpips(sampler, lit.ema_model, conf,
+    score = evaluate_lpips(sampler, lit.ema_model, conf,
                                    device=lit.device, val_data=val_data,
                                    latent_sampler=None,
                                    use_inverted_noise=inv)
     tag = '_inv' if inv else ''
     return {f'{k}{tag}_ema_T{prog.T}': v for k, v in score.items()}
+
+
+# ----------------------------------------------------------------------
+# the FID and LPIPS loops (official metrics.evaluate_fid / evaluate_lpips;
+# the metrics and their networks are in metrics.py)
+# ----------------------------------------------------------------------
+def _generated_images(sampler: Sampler, model, conf: TrainConfig, device,
+                      train_data: Optional[Dataset],
+                      latent_sampler: Optional[Sampler], conds_mean,
+                      conds_std, clip_latent_noise: bool
+                      ) -> Iterator[torch.Tensor]:
+    """This rank's share of the FID images, in batches, in [-1, 1]: the
+    official choice of what is generated for each kind of model."""
+    rank, world = get_rank(), get_world_size()
+    batch_size = max(1, chunk_size(conf.batch_size_eval, rank, world))
+    size = (3, conf.img_size, conf.img_size)
+    sample = (conf.model_type.can_sample()
+              or (conf.model_type.has_autoenc()
+                  and conf.train_mode.is_latent_diffusion()))
+    if sample:
+        # unconditional samples (through the latent DPM for latent models)
+        n = chunk_size(conf.eval_num_images, rank, world)
+        for i in tqdm(range(0, n, batch_size), desc='generating images',
+                      disable=rank != 0):
+            x_T = torch.randn((min(batch_size, n - i), ) + size,
+                              device=device)
+            yield render_uncondition(conf, model, x_T, sampler,
+                                     latent_sampler, conds_mean=conds_mean,
+                                     conds_std=conds_std,
+                                     clip_latent_noise=clip_latent_noise)
+    elif conf.model_type.has_autoenc():
+        # reconstructions (random x_T) of training images, never the
+        # validation images; shuffled like the official loader
+        subset = metrics.first_items(train_data, conf.eval_num_images,
+                                     'train_data')
+        mine = Subset(subset, metrics.rank_share(len(subset),
+                                                 seed=conf.seed))
+        for imgs in metrics.image_batches(conf, mine, batch_size,
+                                          'generating images'):
+            imgs = imgs.to(device)
+            x_T = torch.randn((len(imgs), ) + size, device=device)
+            yield render_condition(conf, model, x_T, sampler, x_start=imgs)
+    else:
+        raise NotImplementedError(conf.model_type)
+
+
+def evaluate_fid(sampler: Sampler, model, conf: TrainConfig, device,
+                 train_data: Optional[Dataset], val_data: Dataset,
+                 latent_sampler: Optional[Sampler] = None, conds_mean=None,
+                 conds_std=None, remove_cache: bool = True,
+                 clip_latent_noise: bool = False,
+                 inception: Optional[nn.Module] = None) -> float:
+    """FID between ``conf.eval_num_images`` generated images and as many
+    validation images (the same number on every rank).
+
+    ``inception`` is the feature network (default: ``load_fid_inception``
+    with ``conf.fid_weights_path``). ``remove_cache`` is accepted for the
+    official signature; no generated images are stored, so there is
+    nothing to remove (the real-data statistics stay cached)."""
+    del remove_cache
+    if inception is None:
+        inception = metrics.load_fid_inception(conf=conf, device=device)
+    feats = []
+    with eval_mode(model), torch.no_grad():
+        for imgs in _generated_images(sampler, model, conf, device,
+                                      train_data, latent_sampler,
+                                      conds_mean, conds_std,
+                                      clip_latent_noise):
+            feats.append(metrics.extract_features(
+                inception, metrics.to_unit_range(imgs), len(imgs)))
+    feats = all_gather_rows(torch.cat(feats).to(device))
+    fid = torch.zeros((), dtype=torch.float64, device=device)
+    if get_rank() == 0:
+        real = metrics.real_statistics(conf, val_data, inception)
+        fid.fill_(metrics.calculate_frechet_distance(
+            *metrics.activation_statistics(feats), *real))
+    broadcast(fid, 0)
+    return fid.item()
+
+
+def _invert_noise(conf: TrainConfig, model, sampler: Sampler,
+                  imgs: torch.Tensor, cond) -> torch.Tensor:
+    """x_T by DDIM inversion (with the encoder's z_sem for autoencoders)."""
+    if conf.model_type.has_autoenc():
+        return encode_stochastic(model, sampler, imgs, cond)
+    return sampler.ddim_reverse_sample_loop(model, imgs, clip_denoised=True,
+                                            model_kwargs={})['sample']
+
+
+def _reconstruct(conf: TrainConfig, model, sampler: Sampler,
+                 imgs: torch.Tensor, latent_sampler: Optional[Sampler],
+                 use_inverted_noise: bool) -> torch.Tensor:
+    """The model's rendering of ``imgs`` (official ``evaluate_lpips``)."""
+    cond = model.encoder(imgs) if conf.model_type.has_autoenc() else None
+    if use_inverted_noise:
+        x_T = _invert_noise(conf, model, sampler, imgs, cond)
+    else:
+        x_T = torch.randn((len(imgs), 3, conf.img_size, conf.img_size),
+                          device=imgs.device)
+    if conf.model_type.can_sample():
+        # a plain DDIM: only its inversion capability can be measured
+        assert use_inverted_noise, 'a DDPM model needs use_inverted_noise'
+        return render_uncondition(conf, model, x_T, sampler, latent_sampler)
+    return render_condition(conf, model, x_T, sampler, cond=cond)
+
+
+def evaluate_lpips(sampler: Sampler, model, conf: TrainConfig, device,
+                   val_data: Dataset, latent_sampler: Optional[Sampler] = None,
+                   use_inverted_noise: bool = False,
+                   lpips_fn: Optional[nn.Module] = None
+                   ) -> Dict[str, float]:
+    """Means of {'lpips', 'mse', 'ssim', 'psnr'} between the first
+    ``conf.eval_num_images`` validation images and their reconstructions
+    (x_T random, or DDIM-inverted with ``use_inverted_noise``), over all
+    ranks. ``lpips_fn`` defaults to ``metrics.load_lpips()``."""
+    if lpips_fn is None:
+        lpips_fn = metrics.load_lpips(path=conf.alexnet_weights_path,
+                                      device=device)
+    subset = metrics.first_items(val_data, conf.eval_num_images, 'val_data')
+    mine = Subset(subset, metrics.rank_share(len(subset)))
+    scores: Dict[str, list] = {}
+    with eval_mode(model), torch.no_grad():
+        for imgs in metrics.image_batches(conf, mine, conf.batch_size_eval,
+                                          'lpips'):
+            imgs = imgs.to(device)
+            preds = _reconstruct(conf, model, sampler, imgs, latent_sampler,
+                                 use_inverted_noise)
+            scored = metrics.reconstruction_scores(imgs, preds, lpips_fn)
+            for k, v in scored.items():
+                scores.setdefault(k, []).append(v.float())
+    return {k: all_gather_rows(torch.cat(v).to(device)).mean().item()
+            for k, v in scores.items()}
 
 
 # ----------------------------------------------------------------------
@@ -252,13 +389,13 @@ def evaluate_during_training(lit):
             continue
         if postfix == '' and conf.model_type.has_autoenc() and \
                 conf.train_mode.is_autoenc():
-            score = metrics.evaluate_lpips(lit.eval_sampler, model, conf,
+            score = evaluate_lpips(lit.eval_sampler, model, conf,
                                            device=lit.device,
                                            val_data=val_data,
                                            latent_sampler=latent_sampler)
             for k, v in score.items():
                 _log_scalar(lit, f'{k}{postfix}', v)
-        fid = metrics.evaluate_fid(lit.eval_sampler, model, conf,
+        fid = evaluate_fid(lit.eval_sampler, model, conf,
                                    device=lit.device, train_data=train_data,
                                    val_data=val_data,
                                    latent_sampler=latent_sampler,
@@ -275,236 +412,3 @@ def evaluate_during_training(lit):
 def _log_scalar(lit, name, value):
     if lit.global_rank == 0 and lit.logger is not None:
         lit.logger.experiment.add_scalar(name, value, lit.num_samples)
-
-
-# ----------------------------------------------------------------------
-# linear probe of z_sem (the paper's attribute-prediction table)
-# ----------------------------------------------------------------------
-def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve of ``scores`` for binary ``labels``
-    (positive: > 0), with ties counted half (Mann-Whitney U)."""
-    return auroc_columns(scores.reshape(-1, 1), labels.reshape(-1, 1))[0]
-
-
-def auroc_columns(scores: torch.Tensor, labels: torch.Tensor) -> List[float]:
-    """AUROC of every column of ``scores`` (n, m) against the same column
-    of ``labels`` (n, m) at once; NaN where a column has one class."""
-    ranks = torch.from_numpy(scipy.stats.rankdata(
-        scores.double().cpu().numpy(), axis=0))     # ties: average rank
-    pos = (labels > 0).cpu()
-    n_pos = pos.sum(0).double()
-    n_neg = len(pos) - n_pos
-    u = (ranks * pos).sum(0) - n_pos * (n_pos + 1) / 2
-    return (u / (n_pos * n_neg)).where((n_pos > 0) & (n_neg > 0),
-                                       torch.tensor(float('nan'))).tolist()
-
-
-# ridge strengths of the probe, as a fraction of the number of fitted rows
-# (the features are z-normalised, so 1.0 weighs the penalty like the data)
-PROBE_RIDGE = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
-
-
-def fit_ridge_probes(x: torch.Tensor, y: torch.Tensor, strengths
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares linear classifiers (ridge regression on 0/1 targets)
-    of every column of ``y`` at every strength, in closed form from one
-    eigendecomposition: weights (S, D, K) and biases (S, K) for S
-    strengths, D features, K columns. Each column is its own problem."""
-    x, y = x.double(), y.double()
-    mx, my = x.mean(0), y.mean(0)
-    xc = x - mx
-    evals, vecs = torch.linalg.eigh(xc.T @ xc)
-    # a rank-deficient x (a dead feature) gets a tiny floor, not a NaN
-    evals = evals.clamp_min(evals.max().clamp_min(1e-30) * 1e-12)
-    proj = vecs.T @ (xc.T @ (y - my))                    # (D, K)
-    lam = torch.as_tensor(strengths, dtype=torch.float64) * len(x)
-    inv = 1 / (evals[None] + lam[:, None])               # (S, D)
-    weight = vecs @ (inv[:, :, None] * proj[None])      # (S, D, K)
-    return weight, my - torch.einsum('d,sdk->sk', mx, weight)
-
-
-def linear_probe(latents: torch.Tensor, labels: torch.Tensor, names,
-                 train_frac: float = 0.8, strengths=PROBE_RIDGE,
-                 folds: int = 3, splits: int = 5, seed: int = 0) -> Dict:
-    """The paper's attribute prediction from z_sem: one linear classifier
-    per attribute on the z-normalised latents, scored by AUROC. The
-    classifier is ridge regression on the 0/1 labels (a least-squares
-    linear classifier), which has a closed form: every attribute, strength
-    and fold is fitted at once from one eigendecomposition per fold, in
-    milliseconds (an L-BFGS logistic probe took minutes per encoder).
-
-    For each of ``splits`` random train/test splits (split k seeded with
-    ``seed + k``), ``train_frac`` of the rows train and the rest give the
-    held-out AUROC. Each attribute's L2 strength is picked from
-    ``strengths`` by ``folds``-fold cross-validated AUROC on the
-    training rows only, then the probe is refitted on all of them -- so
-    two representations are compared each at its own best setting, and
-    the held-out rows never choose anything.
-
-    Returns each attribute's AUROC averaged over the splits, their
-    'mean', 'mean_by_split' (the spread of that mean over splits) and
-    the chosen strengths under 'strength' (one list per attribute).
-    """
-    n = len(latents)
-    y = (labels > 0).double().reshape(n, -1)
-    per_split = []
-    for k in range(splits):
-        g = torch.Generator().manual_seed(seed + k)
-        perm = torch.randperm(n, generator=g)
-        cut = int(n * train_frac)
-        per_split.append(_probe_split(latents, y, perm[:cut], perm[cut:],
-                                      strengths, folds))
-    out = {}
-    for i, name in enumerate(names):
-        vals = [a[i] for a, _ in per_split if a[i] == a[i]]
-        out[name] = sum(vals) / len(vals) if vals else float('nan')
-    valid = [v for v in out.values() if v == v]
-    out['mean'] = sum(valid) / len(valid)
-    out['mean_by_split'] = []
-    for aurocs, _ in per_split:
-        ok = [a for a in aurocs if a == a]
-        out['mean_by_split'].append(sum(ok) / len(ok))
-    out['strength'] = {name: [wd[i] for _, wd in per_split]
-                           for i, name in enumerate(names)}
-    return out
-
-
-def _probe_split(latents, y, tr, te, strengths, folds):
-    """Held-out AUROC of every attribute for one split, and the chosen
-    strengths (see :func:`linear_probe`)."""
-    x = latents.double()
-    mean, std = x[tr].mean(0), x[tr].std(0) + 1e-6
-    x = (x - mean) / std
-    k = y.shape[1]
-    # cross-validated AUROC of every (strength, attribute)
-    val = torch.zeros(len(strengths), k, dtype=torch.float64)
-    fold_of = torch.arange(len(tr)) % folds
-    for f in range(folds):
-        fit, held = tr[fold_of != f], tr[fold_of == f]
-        weight, bias = fit_ridge_probes(x[fit], y[fit], strengths)
-        # (held rows, strength * attribute)
-        scores = (torch.einsum('nd,sdk->nsk', x[held], weight) + bias
-                  ).flatten(1)
-        a = torch.tensor(auroc_columns(
-            scores, y[held].repeat(1, len(strengths)))).reshape(-1, k)
-        val += a.nan_to_num(0.5) / folds
-    best = val.argmax(0)
-    weight, bias = fit_ridge_probes(x[tr], y[tr], strengths)
-    scores = torch.einsum('nd,dk->nk', x[te], weight[best, :, torch.arange(k)]
-                          .T) + bias[best, torch.arange(k)]
-    chosen = torch.as_tensor(strengths, dtype=torch.float64)[best]
-    return auroc_columns(scores, y[te]), chosen.tolist()
-
-
-# does z_sem carry what the image is? (decoding from z_sem alone)
-# ----------------------------------------------------------------------
-# ``read_attributes(images)``: images (N, 3, H, W) in [0, 1] -> {attribute
-# name: (N,) int64 class}, e.g. shapes_data.shape_attribute_classes
-AttributeReader = Callable[[torch.Tensor], Dict[str, torch.Tensor]]
-
-
-def _render_batched(model, noise, cond, T, batch_size):
-    return torch.cat([
-        model.render(noise[i:i + batch_size], cond[i:i + batch_size], T=T)
-        for i in range(0, len(cond), batch_size)])
-
-
-@torch.no_grad()
-def zsem_decoding_report(model, images: torch.Tensor,
-                         read_attributes: AttributeReader, T: int = 20,
-                         seeds: int = 4, seed: int = 0,
-                         batch_size: int = 64,
-                         return_decoded: bool = False) -> Dict:
-    """Decode every image's z_sem from *random* x_T and measure what stays.
-
-    DiffAE's claim is that z_sem holds the content and x_T only the
-    stochastic detail; inverted-x_T reconstruction cannot show it (DDIM
-    inversion is nearly exact even for a weak decoder). So for each of
-    ``seeds`` draws one random x_T is shared by all the images (draw k from
-    ``torch.Generator().manual_seed(seed + k)``) and decoded with each
-    image's z_sem (``T`` DDIM steps).
-
-    Args:
-        model: anything with ``encode(x)`` and ``render(noise, cond, T=)``
-            returning [0, 1] images (inference.DiffAE, LitModel).
-        images: (N, 3, H, W) in [-1, 1].
-        read_attributes: per-image attribute classes from pixels (see
-            ``AttributeReader``); the reference is its reading of the inputs.
-
-    Returns:
-        ``kept``: per attribute, the fraction of decodes whose class equals
-        the input's (over images and draws), ``kept_by_seed`` the same per
-        draw, and ``chance``: the agreement a decoder that ignored z_sem
-        would get with the same class frequencies (sum over classes of
-        p_input * p_decoded). ``spread_across_z``: pixel std over the
-        images at the same x_T; ``spread_across_xT``: pixel std over the
-        draws for the same z_sem (both averaged over pixels, images in
-        [0, 1]); z_sem carries the picture when the first is the larger.
-        Plus ``T``, ``seeds``, ``images``, and with ``return_decoded``
-        ``'decoded'``: the (seeds, N, 3, H, W) decodes (to show them).
-    """
-    x01 = (images.float() + 1) / 2
-    ref = read_attributes(x01)
-    cond = model.encode(images)
-    decoded = []
-    for k in range(seeds):
-        g = torch.Generator().manual_seed(seed + k)
-        noise = torch.randn((1, *images.shape[1:]), generator=g).to(
-            images.device).expand(len(images), -1, -1, -1)
-        decoded.append(_render_batched(model, noise, cond, T,
-                                       batch_size).float().cpu())
-    dec = torch.stack(decoded)                     # (seeds, N, 3, H, W)
-    read = [read_attributes(d) for d in decoded]
-    out = {'T': T, 'seeds': seeds, 'images': len(images), 'kept': {},
-           'kept_by_seed': {}, 'chance': {}}
-    for name, want in ref.items():
-        got = torch.stack([r[name] for r in read])  # (seeds, N)
-        agree = (got == want.cpu()[None]).float()
-        out['kept'][name] = agree.mean().item()
-        out['kept_by_seed'][name] = agree.mean(1).tolist()
-        n_cls = int(max(got.max(), want.max())) + 1
-        p_in = torch.bincount(want.cpu(), minlength=n_cls) / want.numel()
-        p_dec = torch.bincount(got.flatten(), minlength=n_cls) / got.numel()
-        out['chance'][name] = float((p_in * p_dec).sum())
-    out['spread_across_z'] = dec.std(dim=1).mean().item()
-    out['spread_across_xT'] = dec.std(dim=0).mean().item()
-    if return_decoded:
-        out['decoded'] = dec
-    return out
-
-
-@torch.no_grad()
-def manipulation_change_rate(model, images: torch.Tensor, cond: torch.Tensor,
-                             xT: torch.Tensor, direction: torch.Tensor,
-                             read_attributes: AttributeReader,
-                             attribute: str, target: int,
-                             amounts: Sequence[float] = (0.0, 0.5, 1.0),
-                             T: int = 20, normalize=None, denormalize=None,
-                             batch_size: int = 64) -> Dict:
-    """Move z_sem along a classifier ``direction`` (renderer.manipulate_cond,
-    the official recipe) with the images' own x_T (inverted), and measure
-    how many of the images whose ``attribute`` is not ``target`` now read
-    as ``target``.
-
-    Returns ``changed`` {amount: fraction of those images now at target},
-    ``others_kept`` {amount: fraction of (image, other attribute) pairs
-    that still read as in the input}, and ``images``: how many were
-    moved.
-    """
-    ref = read_attributes((images.float() + 1) / 2)
-    sel = (ref[attribute] != target).nonzero().flatten()
-    out = {'attribute': attribute, 'target': target, 'images': len(sel),
-           'changed': {}, 'others_kept': {}}
-    if len(sel) == 0:
-        return out
-    others = [k for k in ref if k != attribute]
-    for a in amounts:
-        c2 = renderer.manipulate_cond(cond[sel], direction, a, normalize,
-                                      denormalize)
-        got = read_attributes(_render_batched(model, xT[sel], c2, T,
-                                              batch_size).float().cpu())
-        out['changed'][a] = (got[attribute] == target).float().mean().item()
-        same = [(got[k] == ref[k][sel].cpu()).float() for k in others]
-        out['others_kept'][a] = (torch.stack(same).mean().item()
-                                 if same else float('nan'))
-    return out

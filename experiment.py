@@ -7,7 +7,6 @@ metrics in ``metrics.py``, the eval programs in ``evaluation.py``.
 """
 import copy
 import json
-import math
 import os
 import random
 import warnings
@@ -26,14 +25,18 @@ from torchvision.utils import make_grid, save_image
 import checkpoint_io
 import evaluation
 import hardware
-import launcher
 import renderer
 import validation
 from choices import OptimizerType, TrainMode
 from config import TrainConfig, is_time
 from resumable_loader import ResumableDataLoader, ResumableSampler
 from dist_utils import all_gather_rows, get_world_size
-from inference import DiffAE, eval_mode, missing_latents_message
+from inference import DiffAE
+from tensor_util import eval_mode
+from training_support import (LRSchedule, NonFiniteWatch, StepProgressBar,
+                              WarmupLR, ema_update, resolve_devices,
+                              resolve_precision, resolve_processes)
+from validation import missing_latents_message
 
 # the EMA copy is in eval mode on purpose
 warnings.filterwarnings('ignore', message='.*module\\(s\\) in eval mode.*')
@@ -67,6 +70,10 @@ class LitModel(pl.LightningModule):
             # only the latent DPM trains; the autoencoder stays frozen
             self.model.requires_grad_(False)
             self.model.latent_net.requires_grad_(True)
+        if conf.compile:
+            # in place: the state-dict keys stay the official ones
+            hardware.compile_in_place(self.model, conf.compile_backend)
+            hardware.compile_in_place(self.ema_model, conf.compile_backend)
 
         # training samplers; the eval ones belong to the inference object
         self.sampler = conf.make_diffusion_conf().make_sampler()
@@ -84,6 +91,7 @@ class LitModel(pl.LightningModule):
             'x_T', torch.randn(conf.sample_size, 3, conf.img_size,
                                conf.img_size))
 
+        self._nonfinite = NonFiniteWatch()
         self.conds = None
         if conf.latent_infer_path is not None:
             self._load_latent_stats(conf.latent_infer_path)
@@ -151,10 +159,7 @@ class LitModel(pl.LightningModule):
         (default: ``<logdir>/last.ckpt``), verified key by key."""
         path = path or os.path.join(conf.logdir, 'last.ckpt')
         model = cls(conf)
-        state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-        validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
-        checkpoint_io.load_state_verified(model, state['state_dict'],
-                                          source=f'checkpoint {path}')
+        validation.load_verified(model, conf, path, map_location)
         model.eval()
         return model
 
@@ -323,17 +328,8 @@ class LitModel(pl.LightningModule):
         losses = sampler.training_losses(model=model, x_start=x_start, t=t,
                                          noise=noise)
         loss = losses['loss'].mean()
-        finite = bool(torch.isfinite(loss))
-        if self._trainer is not None and self.trainer.world_size > 1:
-            # every process stops together (else the others would hang)
-            finite = self.trainer.strategy.reduce_boolean_decision(finite,
-                                                                   all=True)
-        if not finite:
-            raise FloatingPointError(
-                f'training loss is {loss.item()} at step {self.global_step} '
-                f'({self.num_samples} samples); stopping. The last good '
-                f'checkpoint in {self.conf.logdir} is kept. Try a lower '
-                'conf.lr, conf.grad_clip > 0 or 32-bit precision.')
+        # remembered on the device: reading it here would stall every step
+        self._nonfinite.note(loss, self.global_step)
         self.log('loss', loss, prog_bar=True)
         return loss
 
@@ -346,13 +342,43 @@ class LitModel(pl.LightningModule):
                        self.conf.ema_decay)
         else:
             ema_update(self.model, self.ema_model, self.conf.ema_decay)
+        if self.global_step % self._nonfinite.every == 0:
+            self._check_finite()
         if self.conf.sample_every_samples > 0 and is_time(
                 self.num_samples, self.conf.sample_every_samples,
                 self.conf.batch_size_effective):
+            self._check_finite()
             imgs = (None if self.conf.train_mode.require_dataset_infer() else
                     batch['img'])
             self.log_sample(x_start=imgs)
         self._maybe_evaluate()
+
+    def _check_finite(self):
+        """Stop (every process together) if a training loss since the
+        start was not finite; one host read of the device-side record.
+        Runs every ``NonFiniteWatch.every`` steps, before sample grids
+        and before every checkpoint, so no checkpoint after the bad step
+        is written."""
+        bad_step, bad_loss = self._nonfinite.first_bad()
+        finite = bad_step is None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # every process stops together (else the others would hang)
+            finite = self.trainer.strategy.reduce_boolean_decision(finite,
+                                                                   all=True)
+        if finite:
+            return
+        where = (f'{bad_loss} at step {bad_step} '
+                 f'({bad_step * self.conf.batch_size_effective} samples)'
+                 if bad_step is not None else 'not finite on another '
+                 'process')
+        raise FloatingPointError(
+            f'training loss is {where}; stopping at step '
+            f'{self.global_step}. The last good checkpoint in '
+            f'{self.conf.logdir} is kept. Try a lower conf.lr, '
+            'conf.grad_clip > 0 or 32-bit precision.')
+
+    def on_train_end(self):
+        self._check_finite()
 
     def _maybe_evaluate(self):
         evaluation.evaluate_during_training(self)
@@ -391,6 +417,8 @@ class LitModel(pl.LightningModule):
             self.ema_model.to(memory_format=torch.channels_last)
 
     def on_save_checkpoint(self, checkpoint):
+        # never a checkpoint of weights updated by a non-finite loss
+        self._check_finite()
         # what the decoder's output means (hyper_parameters leave enums
         # out, as the reference does); a file without it predicts eps
         checkpoint[validation.TARGET_KEY] = \
@@ -525,153 +553,6 @@ class LitModel(pl.LightningModule):
                                               render_save_path)
 
 
-def _float_tensors(module: torch.nn.Module):
-    # parameters() visits a tensor shared by two modules once (the latent
-    # net's linear_emb / cond_layers.1), so each weight decays once
-    return [p.data for p in module.parameters()] + [
-        b for b in module.buffers() if b.is_floating_point()
-    ]
-
-
-@torch.no_grad()
-def ema_update(source: torch.nn.Module, target: torch.nn.Module,
-               decay: float):
-    """target <- decay * target + (1 - decay) * source for every
-    floating-point parameter and buffer, in one fused foreach op."""
-    src, tgt = _float_tensors(source), _float_tensors(target)
-    assert len(src) == len(tgt), 'EMA model does not mirror the model'
-    torch._foreach_lerp_(tgt, src, 1 - decay)
-
-
-class WarmupLR:
-    """Linear learning-rate warm-up over ``warmup`` steps (the official
-    schedule: constant afterwards)."""
-
-    def __init__(self, warmup) -> None:
-        self.warmup = warmup
-
-    def __call__(self, step):
-        return min(step, self.warmup) / self.warmup
-
-
-class LRSchedule:
-    """The learning-rate factor at an optimizer step: the official linear
-    warm-up over ``warmup`` steps, then constant (``decay='none'``) or a
-    half cosine from 1 down to ``final`` at step ``total`` (``'cosine'``,
-    opt-in), and ``final`` past it."""
-
-    def __init__(self, warmup: int, decay: str = 'none', total: int = 0,
-                 final: float = 0.0) -> None:
-        if decay not in ('none', 'cosine'):
-            raise ValueError(f"lr_decay must be 'none' or 'cosine', got "
-                             f"{decay!r}")
-        if decay != 'none' and total <= warmup:
-            raise ValueError(f'lr_decay={decay!r} needs total_samples '
-                             f'beyond the warm-up ({total} steps <= '
-                             f'warmup {warmup})')
-        self.warmup, self.decay = warmup, decay
-        self.total, self.final = total, final
-
-    def __call__(self, step):
-        if step < self.warmup:
-            return step / self.warmup
-        if self.decay == 'none':
-            return 1.0
-        done = min(1.0, (step - self.warmup) / (self.total - self.warmup))
-        return self.final + (1 - self.final) * 0.5 * (
-            1 + math.cos(math.pi * done))
-
-
-class StepProgressBar(TQDMProgressBar):
-    """One training bar over the whole run: the global step out of
-    ``max_steps``, with its rate and ETA (Lightning's own bar restarts at
-    every epoch and, on an endless sampler, shows no total). A resumed run
-    starts the bar at its step, so the ETA counts only the steps left."""
-
-    def _whole_run(self, trainer):
-        bar = self.train_progress_bar
-        if bar is not None and bar.total != trainer.max_steps:
-            bar.reset(total=trainer.max_steps)
-            bar.n = bar.last_print_n = bar.initial = trainer.global_step
-
-    def on_train_start(self, trainer, *args):
-        super().on_train_start(trainer, *args)
-        self._whole_run(trainer)
-        self.train_progress_bar.set_description('Training step')
-
-    def on_train_epoch_start(self, trainer, *_):
-        # (a run resumed mid-epoch may skip this hook)
-        self._whole_run(trainer)
-        self.train_progress_bar.set_description(
-            f'Epoch {trainer.current_epoch} step')
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch,
-                           batch_idx):
-        bar, n = self.train_progress_bar, trainer.global_step
-        if bar is not None and self._should_update(n, bar.total):
-            bar.n = n
-            bar.refresh()
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
-
-
-def resolve_devices(gpus, accelerator: Optional[str] = None):
-    """(accelerator, devices) for ``gpus`` on this machine."""
-    if isinstance(gpus, int):
-        gpus = list(range(gpus))
-    gpus = list(gpus)
-    if accelerator is None:
-        accelerator = 'gpu' if torch.cuda.is_available() else 'cpu'
-    if accelerator == 'gpu':
-        n = torch.cuda.device_count()
-        bad = [g for g in gpus if g >= n]
-        if bad:
-            raise ValueError(
-                f'gpus={gpus} asks for GPU(s) {bad} but this machine has {n} '
-                f'(valid ids: {list(range(n))})')
-        return 'gpu', gpus
-    if accelerator == 'cpu':
-        return 'cpu', max(1, len(gpus))
-    raise ValueError(f"accelerator must be 'gpu' or 'cpu', got {accelerator}")
-
-
-def resolve_precision(conf: TrainConfig, accelerator: str,
-                      precision: Optional[str] = None):
-    """Lightning precision for this run (``hardware.choose_precision``):
-    an explicit ``precision`` wins, then ``conf.precision`` unless 'auto';
-    'auto' picks what this hardware runs fastest. Says once what it chose
-    and why."""
-    chosen, why = hardware.choose_precision(
-        getattr(conf, 'precision', None), conf.fp16, accelerator, precision)
-    rank_zero_info(f'precision: {chosen} ({why})')
-    return chosen
-
-
-def resolve_processes(conf: TrainConfig, gpus, nodes=1,
-                      accelerator: Optional[str] = None):
-    """(accelerator, devices, nodes, processes) of a run: the GPUs asked
-    for, the CPU without CUDA (one process, or ``len(gpus)`` gloo
-    processes with accelerator='cpu'), or under srun/torchrun the processes
-    the launcher started. The global batch must divide over them."""
-    if accelerator is None and not torch.cuda.is_available() and \
-            launcher.detect():
-        accelerator = 'cpu'  # srun/torchrun started CPU (gloo) processes
-    if accelerator is None and not torch.cuda.is_available():
-        n_asked = gpus if isinstance(gpus, int) else len(gpus)
-        if n_asked > 1:
-            warnings.warn(f'no GPU found: training on the CPU in one '
-                          f'process instead of gpus={gpus} (pass '
-                          f"accelerator='cpu' for {n_asked} CPU processes)")
-        gpus = [0]
-    accelerator, devices = resolve_devices(gpus, accelerator)
-    devices, nodes = launcher.fit_to_launcher(accelerator, devices, nodes)
-    n_proc = (len(devices) if isinstance(devices, list) else devices) * nodes
-    if conf.batch_size % n_proc:
-        raise ValueError(
-            f'conf.batch_size={conf.batch_size} (global) is not divisible by '
-            f'the {n_proc} processes ({devices} x {nodes} nodes)')
-    return accelerator, devices, nodes, n_proc
-
-
 def choose_resume(conf: TrainConfig) -> Optional[str]:
     """The checkpoint a training run continues from: ``<logdir>/last.ckpt``,
     else the newest intact checkpoint of the run folder (said loudly), else
@@ -743,10 +624,7 @@ def evaluate(conf: TrainConfig, trainer: pl.Trainer, n_proc: int,
     model = model or LitModel(conf)
     eval_path = conf.eval_path or os.path.join(conf.logdir, 'last.ckpt')
     print('loading from:', eval_path)
-    state = checkpoint_io.load_checkpoint(eval_path, what='eval_path')
-    validation.warn_if_hparams_differ(state, conf, f'checkpoint {eval_path}')
-    checkpoint_io.load_state_verified(model, state['state_dict'],
-                                      source=f'checkpoint {eval_path}')
+    state = validation.load_verified(model, conf, eval_path, what='eval_path')
     # a one-batch loader so that test_step runs once on every process
     dummy = DataLoader(TensorDataset(torch.zeros(n_proc)), batch_size=1)
     out = trainer.test(model, dataloaders=dummy, verbose=False)
@@ -790,6 +668,9 @@ def train(conf: TrainConfig, gpus, nodes=1, mode: str = 'train',
         evaluation.parse_programs(conf.eval_programs)  # typos fail first
     accelerator, devices, nodes, n_proc = resolve_processes(
         conf, gpus, nodes, accelerator)
+    if accelerator == 'gpu':
+        rank_zero_info(hardware.configure_gpu_math(conf.tf32,
+                                                   conf.cudnn_benchmark))
     model = LitModel(conf)
     trainer = make_trainer(conf, accelerator, devices, nodes, n_proc,
                            precision, max_steps, callbacks, **trainer_kwargs)
@@ -803,4 +684,4 @@ __all__ = ['LitModel', 'train', 'evaluate', 'ema_update', 'WarmupLR',
            'LRSchedule',
            'is_time', 'resolve_devices', 'resolve_precision',
            'resolve_processes', 'choose_resume', 'make_trainer',
-           'StepProgressBar']
+           'StepProgressBar', 'NonFiniteWatch']

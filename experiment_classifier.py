@@ -20,29 +20,17 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import checkpoint_io
-import dataset
-import scenes_data
-import shapes_data
+import data_registry
 import launcher
 import weights_file
-from choices import ManipulateLossType, ManipulateMode
-from config import TrainConfig, data_paths
-from experiment import ema_update, resolve_devices
-from inference import DiffAE, zdenormalize, znormalize
+from choices import ManipulateLossType
+from config import TrainConfig
+# attribute_names: the labels of a manipulate_mode (data_registry.py)
+from data_registry import attribute_names
+from inference import DiffAE
+from tensor_util import zdenormalize, znormalize
+from training_support import ema_update, resolve_devices
 from validation import load_latents
-
-
-def attribute_names(mode: ManipulateMode, cls_name: Optional[str] = None):
-    """The attributes a classifier of ``mode`` predicts, in output order."""
-    if mode in (ManipulateMode.celebahq_all, ):
-        return list(dataset.CelebAttrDataset.id_to_cls)
-    if mode == ManipulateMode.shapes_all:
-        return list(shapes_data.ShapesAttrDataset.id_to_cls)
-    if mode == ManipulateMode.scenes_all:
-        return list(scenes_data.ScenesAttrDataset.id_to_cls)
-    if mode.is_single_class():
-        return [cls_name]
-    raise NotImplementedError(mode)
 
 
 class ClsModel(pl.LightningModule):
@@ -147,25 +135,8 @@ class ClsModel(pl.LightningModule):
 
     # -- training --------------------------------------------------------
     def load_dataset(self):
-        c = self.conf
-        if c.manipulate_mode == ManipulateMode.celebahq_all:
-            return dataset.CelebHQAttrDataset(
-                c.data_dir or data_paths['celebahq'], c.img_size,
-                data_paths['celebahq_anno'], do_augment=False)
-        if c.manipulate_mode == ManipulateMode.shapes_all:
-            return shapes_data.ShapesAttrDataset(
-                path=c.data_dir or data_paths['shapes'],
-                image_size=c.img_size)
-        if c.manipulate_mode == ManipulateMode.scenes_all:
-            return scenes_data.ScenesAttrDataset(
-                path=c.data_dir or data_paths['scenes'],
-                image_size=c.img_size)
-        if c.manipulate_mode == ManipulateMode.d2c_fewshot:
-            return dataset.CelebD2CAttrFewshotDataset(
-                cls_name=c.manipulate_cls, K=c.manipulate_shots,
-                img_folder=data_paths['celeba'], img_size=c.img_size,
-                seed=c.manipulate_seed, all_neg=False)
-        raise NotImplementedError(c.manipulate_mode)
+        """The labelled images of conf.manipulate_mode (data_registry)."""
+        return data_registry.make_attr_dataset(self.conf)
 
     @torch.no_grad()
     def encode_dataset(self, data, batch_size=64):

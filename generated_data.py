@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dataset import _build_transform, _LMDBImages
+import data_registry
+from choices import ManipulateMode
+from dataset import LMDBImages, build_transform
 from dataset_util import LMDBFormatError, ReadonlyLMDB
 from lmdb_writer import LMDBImageWriter, encode_image
 
@@ -96,7 +98,7 @@ def read_generated_meta(path, fmt: str, name: str,
     return meta
 
 
-class GeneratedLMDBDataset(_LMDBImages):
+class GeneratedLMDBDataset(LMDBImages):
     """A deterministic image dataset generated at ``path`` on first use
     and read through the LMDB path like the real datasets (Resize +
     CenterCrop to ``image_size``; flips only with ``do_augment``).
@@ -105,7 +107,7 @@ class GeneratedLMDBDataset(_LMDBImages):
     generated when ``num_images`` is not given; a warning says so when the
     LMDB at ``default_path`` holds another count), ``make_lmdb`` (``(path,
     num_images, seed=...) -> path``) and ``read_meta`` (``path -> the
-    attributes record``), and give ``__init__`` their default path.
+    attributes record``); ``path`` defaults to their ``default_path``.
 
     ``num_images`` / ``seed``: used when generating (default
     ``default_count`` / 0); when given and the LMDB at ``path`` was made
@@ -115,15 +117,15 @@ class GeneratedLMDBDataset(_LMDBImages):
 
     name: str = None
     default_count: int = None
-    default_path: str = None   # the demo's own copy (config.data_paths)
+    default_path: str = None   # the demo's own copy (data_paths[name])
     make_lmdb: Callable = None
     read_meta: Callable = None
 
-    def __init__(self, path, image_size=32, num_images: int = None,
+    def __init__(self, path=None, image_size=32, num_images: int = None,
                  seed: int = None, do_augment: bool = False,
                  do_transform: bool = True, do_normalize: bool = True,
                  **kwargs):
-        path = os.fspath(path)
+        path = os.fspath(self.default_path if path is None else path)
         self.image_size = image_size
         make = functools.partial(
             type(self).make_lmdb,
@@ -151,7 +153,7 @@ class GeneratedLMDBDataset(_LMDBImages):
         self.path = path
         self._open(path, self.meta['resolution'], 5, None)
         self.attributes = self.meta['records']
-        self.transform = _build_transform(image_size, 'center',
+        self.transform = build_transform(image_size, 'center',
                                           flip=do_augment,
                                           to_tensor=do_transform,
                                           normalize=do_normalize)
@@ -212,7 +214,24 @@ class GeneratedAttrDataset(GeneratedLMDBDataset):
         return item
 
 
+
+def register_demo(dataset_cls, attr_cls, mode: ManipulateMode):
+    """Register a generated dataset with the data registry: ``data_name =
+    dataset_cls.name`` reads ``dataset_cls`` (at its ``default_path``),
+    ``manipulate_mode = mode`` trains the classifier on ``attr_cls``."""
+    name = dataset_cls.name
+    data_registry.register_dataset(
+        name, dataset_cls, f'generated on first use ({name}_data.py)',
+        path=dataset_cls.default_path)
+
+    def labelled(conf):
+        return attr_cls(path=conf.data_dir or data_registry.data_paths[name],
+                        image_size=conf.img_size)
+
+    data_registry.register_attr_dataset(mode, labelled, attr_cls.id_to_cls)
+
+
 __all__ = [
     'GeneratedLMDBDataset', 'GeneratedAttrDataset', 'write_generated_lmdb',
-    'ensure_generated_lmdb', 'read_generated_meta',
+    'ensure_generated_lmdb', 'read_generated_meta', 'register_demo',
 ]

@@ -185,3 +185,87 @@ def prefers_channels_last(device_type: str) -> bool:
     native bf16) 0.61 vs 0.74 s; cuDNN's autocast kernels are NHWC too.
     Other devices (e.g. mps): not measured, left NCHW."""
     return device_type in ('cpu', 'cuda')
+
+
+def configure_gpu_math(tf32: bool = True, benchmark: bool = True) -> str:
+    """Process-wide CUDA math settings of a training run (``conf.tf32``,
+    ``conf.cudnn_benchmark``); returns what was set, for the log.
+
+    TF32 runs float32 matmuls and convolutions on the tensor cores of
+    Ampere and later GPUs (10-bit mantissa products, float32 sums); older
+    GPUs and CPUs ignore it. The legacy ``allow_tf32`` switches are used
+    on purpose: Lightning reads ``torch.get_float32_matmul_precision()``,
+    which raises once the newer ``fp32_precision`` API was mixed in."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.benchmark = bool(benchmark)
+    return (f'GPU math: TF32 matmul/conv {"on" if tf32 else "off"} '
+            f'(conf.tf32), cudnn.benchmark {"on" if benchmark else "off"} '
+            '(conf.cudnn_benchmark)')
+
+
+def compile_in_place(module: torch.nn.Module, backend: str = 'inductor',
+                     children=('latent_net', )) -> torch.nn.Module:
+    """``torch.compile`` of ``module``'s forward, and of its ``children``
+    that exist (they are called on their own: the latent DPM trains and
+    samples through ``model.latent_net``), in place: parameter and buffer
+    names are unchanged, so state dicts keep their keys. Compiles lazily,
+    at the first call."""
+    targets = [module] + [getattr(module, name) for name in children
+                          if isinstance(getattr(module, name, None),
+                                        torch.nn.Module)]
+    for target in targets:
+        try:
+            target.compile(backend=backend)
+        except Exception as e:  # an unknown backend name, mostly
+            raise ValueError(f'conf.compile_backend={backend!r} cannot be '
+                             f'used by torch.compile: {e}') from e
+    return module
+
+
+def largest_batch(step, start: int, limit: int, refine: int = 2):
+    """The largest batch for which ``step(batch)`` (a training step) runs
+    without running out of GPU memory: doubling from ``start`` up to
+    ``limit`` (halving first when ``start`` does not fit), then ``refine``
+    bisection steps between the last batch that fit and the first that
+    did not. Returns (batch or None, [(batch, fitted), ...] in the order
+    tried). For a GPU smaller than the official run's, train at this
+    per-GPU batch and raise ``conf.accum_batches`` (README, On GPUs)."""
+    tried = []
+
+    def fits(batch):
+        try:
+            step(batch)
+            ok = True
+        except torch.OutOfMemoryError:
+            ok = False
+        if not ok and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        tried.append((batch, ok))
+        return ok
+
+    lo = hi = None
+    if fits(start):
+        lo = start
+        while lo * 2 <= limit and fits(lo * 2):
+            lo *= 2
+        if lo * 2 <= limit:
+            hi = lo * 2
+    else:
+        hi = start
+        while hi > 1 and lo is None:
+            if fits(hi // 2):
+                lo = hi // 2
+            else:
+                hi //= 2
+        if lo is None:
+            return None, tried
+    for _ in range(refine):
+        if hi is None or hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, tried

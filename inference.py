@@ -17,7 +17,6 @@ give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
 import functools
 import os
 import warnings
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -31,44 +30,17 @@ import validation
 from choices import GenerativeType
 import weights_file
 from config import TrainConfig
+from dataset import make_transform
+from dataset_util import to_rgb
 from diffusion import Sampler
+from tensor_util import eval_mode, zdenormalize, znormalize
+from validation import missing_latents_message
 
 
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Eval mode for a with-block; the model's mode is restored after
-    (also when the block raises)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def missing_latents_message(conf: TrainConfig) -> str:
-    """What to run when a latent model's ``latent.pkl`` is missing."""
-    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
-            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
-            "running the 'infer' eval program on the autoencoder template, "
-            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
-            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
-            "checkpoints/<autoencoder name>/latent.pkl).")
-
-
-def znormalize(cond, mean, std):
-    """z_sem into the normalised space of ``mean``/``std`` (latent DPM and
-    classifier); identity when there are no statistics."""
-    if mean is None:
-        return cond
-    return (cond - mean.to(cond.device)) / std.to(cond.device)
-
-
-def zdenormalize(cond, mean, std):
-    """Inverse of :func:`znormalize`."""
-    if mean is None:
-        return cond
-    return cond * std.to(cond.device) + mean.to(cond.device)
+def to_model_input(img, size: int) -> torch.Tensor:
+    """A PIL image -> (3, size, size) tensor in [-1, 1]: resized and
+    center-cropped to ``size`` (the datasets' own transform, no flip)."""
+    return make_transform(size, flip_prob=0)(to_rgb(img))
 
 
 # the front-ends (CLI, web page) sample with DPM-Solver++(2M) in the
@@ -148,6 +120,9 @@ class DiffAEWeights(nn.Module):
         self.ema_model = conf.make_model_conf().make_model()
         self.ema_model.requires_grad_(False)
         self.ema_model.eval()
+        if conf.compile:
+            # in place: the keys stay those of the checkpoints
+            hardware.compile_in_place(self.ema_model, conf.compile_backend)
         # (None: the template's; a weights file says whether it has them)
         if latent_stats is None:
             latent_stats = conf.latent_infer_path is not None
@@ -157,20 +132,16 @@ class DiffAEWeights(nn.Module):
             self.register_buffer('conds_std', nan.clone())
 
 
-def _ema_state(weights: DiffAEWeights, conf: TrainConfig, path,
-               map_location):
-    """What template ``conf`` uses of the state dict of checkpoint
-    ``path``: the EMA model and the latent statistics. A latent model's
-    checkpoint also serves as a plain autoencoder (its latent net and
-    statistics are then left out), as the official pretrain does."""
-    state = checkpoint_io.load_checkpoint(path, map_location=map_location)
-    validation.warn_if_hparams_differ(state, conf, f'checkpoint {path}')
+def _ema_keys(weights: DiffAEWeights):
+    """Which keys of a checkpoint's state dict template ``weights`` uses:
+    the EMA model and the latent statistics. A latent model's checkpoint
+    also serves as a plain autoencoder (its latent net and statistics are
+    then left out), as the official pretrain does."""
     drop = () if hasattr(weights.ema_model, 'latent_net') else (
         'ema_model.latent_net.', )
     stats = {'conds_mean', 'conds_std'} & set(weights.state_dict())
-    return {k: v for k, v in state['state_dict'].items()
-            if k in stats or k.startswith('ema_model.')
-            and not k.startswith(drop)}
+    return lambda k: k in stats or k.startswith('ema_model.') and \
+        not k.startswith(drop)
 
 
 class DiffAE:
@@ -220,13 +191,13 @@ class DiffAE:
                 path, conf, 'autoencoder', map_location)
             weights = DiffAEWeights(conf, None if given is not None else
                                     meta.get('latent_stats') == 'yes')
-            source = f'weights file {path}'
+            checkpoint_io.load_state_verified(
+                weights, state, source=f'weights file {path}')
         else:
             path = path or os.path.join(conf.logdir, 'last.ckpt')
             weights = DiffAEWeights(conf)
-            state = _ema_state(weights, conf, path, map_location)
-            source = f'checkpoint {path}'
-        checkpoint_io.load_state_verified(weights, state, source=source)
+            validation.load_verified(weights, conf, path, map_location,
+                                     keep=_ema_keys(weights))
         model = cls(conf, weights, precision=precision, solver=solver)
         model.source = path
         return model
@@ -268,7 +239,7 @@ class DiffAE:
         solver = solver or self.solver
         if T is None and solver is None:
             return self.eval_sampler
-        return self.conf._make_diffusion_conf(
+        return self.conf.make_diffusion_conf(
             T or self.conf.T_eval, gen_type=solver_type(solver)).make_sampler()
 
     def latent_sampler(self, T: Optional[int] = None,
@@ -278,7 +249,7 @@ class DiffAE:
         solver = solver or self.solver
         if T is None and solver is None:
             return self.eval_latent_sampler
-        return self.conf._make_latent_diffusion_conf(
+        return self.conf.make_latent_diffusion_conf(
             T or self.conf.latent_T_eval,
             gen_type=solver_type(solver)).make_sampler()
 
@@ -419,3 +390,10 @@ def export_weights(conf: TrainConfig, out, ckpt: Optional[str] = None
     return weights_file.write_weights(
         out, model.weights.state_dict(), model.conf, 'autoencoder',
         model.source, latent_stats=model.conds_mean is not None, extra=extra)
+
+
+# eval_mode, znormalize, zdenormalize (tensor_util) and
+# missing_latents_message (validation) are importable from here as before
+__all__ = ['DiffAE', 'DiffAEWeights', 'export_weights', 'to_model_input',
+           'eval_mode', 'znormalize', 'zdenormalize',
+           'missing_latents_message']

@@ -26,7 +26,7 @@ import tempfile
 from io import BytesIO
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 import image_check
 from dataset_util import (CorruptImageError, LMDBFormatError, ReadonlyLMDB,
-                          decode_image, open_image)
+                          decode_image, list_images, open_image)
 
 # Pillow's names for the formats (``jpg`` is not one of them)
 _FORMAT_ALIASES = {'jpg': 'jpeg', 'tif': 'tiff'}
@@ -226,22 +226,6 @@ class LMDBImageReader(Dataset):
 # ---------------------------------------------------------------------------
 # folder -> LMDB
 # ---------------------------------------------------------------------------
-def list_images(folder, exts: Sequence[str], has_subdir: bool = True
-                ) -> List[Path]:
-    """Files in ``folder`` ending in one of ``exts`` (relative paths, in
-    glob order per extension, without duplicates)."""
-    folder = Path(folder)
-    pattern = '**/*.{}' if has_subdir else '*.{}'
-    seen, out = set(), []
-    for ext in exts:
-        for p in folder.glob(pattern.format(ext.lstrip('.'))):
-            rel = p.relative_to(folder)
-            if rel not in seen and p.is_file():
-                seen.add(rel)
-                out.append(rel)
-    return out
-
-
 def resize_and_crop(img: Image.Image, size: Optional[int],
                     crop: bool = True,
                     resample: str = 'lanczos') -> Image.Image:

@@ -18,8 +18,11 @@ local files; see ``find_weights`` for where they are looked for:
   torch hub's cache. LPIPS' own linear layers ship inside the ``lpips``
   package (``lpips/weights/v0.1/alex.pth``).
 
-Under ``torch.distributed`` every rank renders its share of the images and
-the results are gathered; a single process needs no process group.
+The loops that render the images and feed them to these networks
+(``evaluate_fid``, ``evaluate_lpips``) live in ``evaluation.py`` beside the
+eval programs; they stay importable from here. Under
+``torch.distributed`` every rank renders its share of the images and the
+results are gathered; a single process needs no process group.
 """
 import os
 import warnings
@@ -30,16 +33,12 @@ import torch
 import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from config import TrainConfig
 from dataset import SubsetDataset
-from diffusion import Sampler
-from dist_utils import (all_gather_rows, broadcast, chunk_size, get_rank,
-                        get_world_size)
-from inference import eval_mode
-from renderer import encode_stochastic, render_condition, render_uncondition
+from dist_utils import all_gather_rows, get_rank, get_world_size
 
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/'
@@ -54,7 +53,9 @@ __all__ = [
     'ALEXNET_WEIGHTS_FILE', 'ALEXNET_WEIGHTS_URL', 'FIDInceptionV3',
     'FID_WEIGHTS_FILE', 'FID_WEIGHTS_URL', 'WeightsNotFoundError',
     'activation_statistics', 'all_gather_rows', 'calculate_frechet_distance',
-    'evaluate_fid', 'evaluate_lpips', 'extract_features', 'find_weights',
+    'evaluate_fid', 'evaluate_lpips',  # noqa: F822 (see __getattr__)
+    'extract_features', 'find_weights', 'first_items', 'image_batches',
+    'rank_share',
     'fid_from_features', 'load_fid_inception', 'load_lpips', 'mse', 'psnr',
     'real_statistics', 'reconstruction_scores', 'ssim', 'to_unit_range',
 ]
@@ -262,7 +263,7 @@ def fid_from_features(features1, features2) -> float:
 # ----------------------------------------------------------------------
 # data helpers
 # ----------------------------------------------------------------------
-def _first(dataset: Dataset, n: int, what: str) -> SubsetDataset:
+def first_items(dataset: Dataset, n: int, what: str) -> SubsetDataset:
     """The first ``n`` items, as the official code evaluates on."""
     if len(dataset) < n:
         raise ValueError(f'{what} has {len(dataset)} images, fewer than '
@@ -270,8 +271,8 @@ def _first(dataset: Dataset, n: int, what: str) -> SubsetDataset:
     return SubsetDataset(dataset, n)
 
 
-def _image_batches(conf: TrainConfig, dataset: Dataset, batch_size: int,
-                   desc: str) -> Iterator[torch.Tensor]:
+def image_batches(conf: TrainConfig, dataset: Dataset, batch_size: int,
+                  desc: str) -> Iterator[torch.Tensor]:
     """The 'img' tensors of ``dataset`` in order, in batches."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         num_workers=conf.num_workers,
@@ -280,7 +281,7 @@ def _image_batches(conf: TrainConfig, dataset: Dataset, batch_size: int,
         yield batch['img']
 
 
-def _rank_share(n: int, seed: Optional[int] = None) -> List[int]:
+def rank_share(n: int, seed: Optional[int] = None) -> List[int]:
     """This rank's indices of range(n): every world_size-th one (of a
     permutation seeded alike on all ranks when ``seed`` is given)."""
     order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -309,11 +310,11 @@ def real_statistics(conf: TrainConfig, val_data: Dataset,
                     return f['mu'], f['sigma']
         except (OSError, KeyError, ValueError):
             pass  # unreadable or old cache: recompute
+    real = first_items(val_data, n, 'val_data')
     feats = [extract_features(extractor, to_unit_range(imgs),
                               len(imgs)).cpu()
-             for imgs in _image_batches(conf, _first(val_data, n, 'val_data'),
-                                        conf.batch_size_eval,
-                                        'FID real stats')]
+             for imgs in image_batches(conf, real, conf.batch_size_eval,
+                                       'FID real stats')]
     mu, sigma = activation_statistics(torch.cat(feats))
     if use_cache:
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -322,78 +323,6 @@ def real_statistics(conf: TrainConfig, val_data: Dataset,
             np.savez(f, mu=mu, sigma=sigma, **key)
         os.replace(tmp, path)
     return mu, sigma
-
-
-def _generated_images(sampler: Sampler, model, conf: TrainConfig, device,
-                      train_data: Optional[Dataset],
-                      latent_sampler: Optional[Sampler], conds_mean,
-                      conds_std, clip_latent_noise: bool
-                      ) -> Iterator[torch.Tensor]:
-    """This rank's share of the FID images, in batches, in [-1, 1]: the
-    official choice of what is generated for each kind of model."""
-    rank, world = get_rank(), get_world_size()
-    batch_size = max(1, chunk_size(conf.batch_size_eval, rank, world))
-    size = (3, conf.img_size, conf.img_size)
-    sample = (conf.model_type.can_sample()
-              or (conf.model_type.has_autoenc()
-                  and conf.train_mode.is_latent_diffusion()))
-    if sample:
-        # unconditional samples (through the latent DPM for latent models)
-        n = chunk_size(conf.eval_num_images, rank, world)
-        for i in tqdm(range(0, n, batch_size), desc='generating images',
-                      disable=rank != 0):
-            x_T = torch.randn((min(batch_size, n - i), ) + size,
-                              device=device)
-            yield render_uncondition(conf, model, x_T, sampler,
-                                     latent_sampler, conds_mean=conds_mean,
-                                     conds_std=conds_std,
-                                     clip_latent_noise=clip_latent_noise)
-    elif conf.model_type.has_autoenc():
-        # reconstructions (random x_T) of training images, never the
-        # validation images; shuffled like the official loader
-        subset = _first(train_data, conf.eval_num_images, 'train_data')
-        mine = Subset(subset, _rank_share(len(subset), seed=conf.seed))
-        for imgs in _image_batches(conf, mine, batch_size,
-                                   'generating images'):
-            imgs = imgs.to(device)
-            x_T = torch.randn((len(imgs), ) + size, device=device)
-            yield render_condition(conf, model, x_T, sampler, x_start=imgs)
-    else:
-        raise NotImplementedError(conf.model_type)
-
-
-def evaluate_fid(sampler: Sampler, model, conf: TrainConfig, device,
-                 train_data: Optional[Dataset], val_data: Dataset,
-                 latent_sampler: Optional[Sampler] = None, conds_mean=None,
-                 conds_std=None, remove_cache: bool = True,
-                 clip_latent_noise: bool = False,
-                 inception: Optional[nn.Module] = None) -> float:
-    """FID between ``conf.eval_num_images`` generated images and as many
-    validation images (the same number on every rank).
-
-    ``inception`` is the feature network (default: ``load_fid_inception``
-    with ``conf.fid_weights_path``). ``remove_cache`` is accepted for the
-    official signature; no generated images are stored, so there is
-    nothing to remove (the real-data statistics stay cached)."""
-    del remove_cache
-    if inception is None:
-        inception = load_fid_inception(conf=conf, device=device)
-    feats = []
-    with eval_mode(model), torch.no_grad():
-        for imgs in _generated_images(sampler, model, conf, device,
-                                      train_data, latent_sampler,
-                                      conds_mean, conds_std,
-                                      clip_latent_noise):
-            feats.append(extract_features(inception, to_unit_range(imgs),
-                                          len(imgs)))
-    feats = all_gather_rows(torch.cat(feats).to(device))
-    fid = torch.zeros((), dtype=torch.float64, device=device)
-    if get_rank() == 0:
-        real = real_statistics(conf, val_data, inception)
-        fid.fill_(calculate_frechet_distance(
-            *activation_statistics(feats), *real))
-    broadcast(fid, 0)
-    return fid.item()
 
 
 # ----------------------------------------------------------------------
@@ -476,32 +405,6 @@ def _load_alexnet_features(trunk: nn.Module, state: Dict[str, torch.Tensor]):
             param.copy_(state[key])
 
 
-def _invert_noise(conf: TrainConfig, model, sampler: Sampler,
-                  imgs: torch.Tensor, cond) -> torch.Tensor:
-    """x_T by DDIM inversion (with the encoder's z_sem for autoencoders)."""
-    if conf.model_type.has_autoenc():
-        return encode_stochastic(model, sampler, imgs, cond)
-    return sampler.ddim_reverse_sample_loop(model, imgs, clip_denoised=True,
-                                            model_kwargs={})['sample']
-
-
-def _reconstruct(conf: TrainConfig, model, sampler: Sampler,
-                 imgs: torch.Tensor, latent_sampler: Optional[Sampler],
-                 use_inverted_noise: bool) -> torch.Tensor:
-    """The model's rendering of ``imgs`` (official ``evaluate_lpips``)."""
-    cond = model.encoder(imgs) if conf.model_type.has_autoenc() else None
-    if use_inverted_noise:
-        x_T = _invert_noise(conf, model, sampler, imgs, cond)
-    else:
-        x_T = torch.randn((len(imgs), 3, conf.img_size, conf.img_size),
-                          device=imgs.device)
-    if conf.model_type.can_sample():
-        # a plain DDIM: only its inversion capability can be measured
-        assert use_inverted_noise, 'a DDPM model needs use_inverted_noise'
-        return render_uncondition(conf, model, x_T, sampler, latent_sampler)
-    return render_condition(conf, model, x_T, sampler, cond=cond)
-
-
 def reconstruction_scores(imgs: torch.Tensor, preds: torch.Tensor,
                           lpips_fn: nn.Module) -> Dict[str, torch.Tensor]:
     """(N, ) lpips, mse, ssim, psnr of reconstructions; inputs in [-1, 1]
@@ -515,27 +418,14 @@ def reconstruction_scores(imgs: torch.Tensor, preds: torch.Tensor,
     }
 
 
-def evaluate_lpips(sampler: Sampler, model, conf: TrainConfig, device,
-                   val_data: Dataset, latent_sampler: Optional[Sampler] = None,
-                   use_inverted_noise: bool = False,
-                   lpips_fn: Optional[nn.Module] = None
-                   ) -> Dict[str, float]:
-    """Means of {'lpips', 'mse', 'ssim', 'psnr'} between the first
-    ``conf.eval_num_images`` validation images and their reconstructions
-    (x_T random, or DDIM-inverted with ``use_inverted_noise``), over all
-    ranks. ``lpips_fn`` defaults to ``load_lpips()``."""
-    if lpips_fn is None:
-        lpips_fn = load_lpips(path=conf.alexnet_weights_path, device=device)
-    subset = _first(val_data, conf.eval_num_images, 'val_data')
-    mine = Subset(subset, _rank_share(len(subset)))
-    scores: Dict[str, list] = {}
-    with eval_mode(model), torch.no_grad():
-        for imgs in _image_batches(conf, mine, conf.batch_size_eval,
-                                   'lpips'):
-            imgs = imgs.to(device)
-            preds = _reconstruct(conf, model, sampler, imgs, latent_sampler,
-                                 use_inverted_noise)
-            for k, v in reconstruction_scores(imgs, preds, lpips_fn).items():
-                scores.setdefault(k, []).append(v.float())
-    return {k: all_gather_rows(torch.cat(v).to(device)).mean().item()
-            for k, v in scores.items()}
+# the official metrics.py also held the evaluation loops (they render
+# images, so they live in evaluation.py now): importable from here, loaded
+# on first use (evaluation imports this module)
+_MOVED = ('evaluate_fid', 'evaluate_lpips')
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        import evaluation
+        return getattr(evaluation, name)
+    raise AttributeError(f"module 'metrics' has no attribute '{name}'")

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from choices import TrainMode
 from config import TrainConfig
 from diffusion import Sampler
+from tensor_util import zdenormalize
+from validation import missing_latents_message
 
 
 def render_uncondition(conf: TrainConfig, model, x_T: torch.Tensor,
@@ -52,12 +54,10 @@ def sample_latent(conf: TrainConfig, model, n: int, latent_sampler: Sampler,
                                  progress=progress)
     if conf.latent_znormalize:
         if conds_mean is None or conds_std is None:
-            raise ValueError(
-                'this latent DPM was trained on z-normalised z_sem: load '
-                'conds_mean/conds_std (conf.latent_infer_path = '
-                "'checkpoints/<autoencoder>/latent.pkl', made by the 'infer' "
-                'eval program)')
-        cond = cond * conds_std.to(cond.device) + conds_mean.to(cond.device)
+            raise ValueError('this latent DPM was trained on z-normalised '
+                             'z_sem, without its statistics: '
+                             + missing_latents_message(conf))
+        cond = zdenormalize(cond, conds_mean, conds_std)
     return cond
 
 

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 import shapes_data
-import evaluation
+import zsem_probe
 import hardware
 import renderer
 from experiment import train
@@ -264,7 +264,7 @@ def zsem_report(args, lit, cls, data, summary):
     """Does z_sem carry what the image is? Decode it from random x_T
     (several draws) and read the attributes back from the pixels; move it
     along the classifier directions (inverted x_T) and count the images
-    that change (evaluation.zsem_decoding_report /
+    that change (zsem_probe.zsem_decoding_report /
     manipulation_change_rate). T is at most 20 here (hundreds of decodes).
     """
     n, T = (16, min(args.T, 10)) if args.quick else (64, min(args.T, 20))
@@ -272,7 +272,7 @@ def zsem_report(args, lit, cls, data, summary):
     x = torch.stack([data[i]['img'] for i in range(n)])
     read = functools.partial(shapes_data.shape_attribute_classes,
                              value_range=(0, 1))
-    report = evaluation.zsem_decoding_report(
+    report = zsem_probe.zsem_decoding_report(
         lit, x, read, T=T, seeds=2 if args.quick else 4, return_decoded=True)
     decoded = report.pop('decoded')
     summary['zsem_only_decoding'] = report
@@ -287,7 +287,7 @@ def zsem_report(args, lit, cls, data, summary):
     xT = lit.encode_stochastic(x, cond, T=T)
     changed = {}
     for attribute, label, target in shapes_data.SHAPE_MANIPULATIONS:
-        changed[label] = evaluation.manipulation_change_rate(
+        changed[label] = zsem_probe.manipulation_change_rate(
             lit, x, cond, xT, cls.direction(label), read, attribute, target,
             amounts=(0.5, 1.0, 1.5), T=T, normalize=cls.normalize,
             denormalize=cls.denormalize)
@@ -302,7 +302,7 @@ def probe_report(args, lit, data, summary):
     loader = torch.utils.data.DataLoader(data, batch_size=250)
     z = torch.cat([lit.encode(b['img']) for b in tqdm(
         loader, desc='trained encoder', leave=False)])
-    summary['probe_auroc_trained_encoder'] = evaluation.linear_probe(
+    summary['probe_auroc_trained_encoder'] = zsem_probe.linear_probe(
         z, data.labels, names)
     random_enc = []
     for seed in range(1 if args.quick else 3):
@@ -310,7 +310,7 @@ def probe_report(args, lit, data, summary):
         model = lit.conf.make_model_conf().make_model().eval()
         z = torch.cat([model.encoder(b['img']) for b in tqdm(
             loader, desc=f'random encoder {seed + 1}', leave=False)])
-        random_enc.append(evaluation.linear_probe(z, data.labels, names))
+        random_enc.append(zsem_probe.linear_probe(z, data.labels, names))
     summary['probe_auroc_random_encoders'] = random_enc
     summary['probe_mean_auroc'] = {
         'trained_encoder': summary['probe_auroc_trained_encoder']['mean'],

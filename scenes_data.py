@@ -9,8 +9,10 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
+from choices import ManipulateMode
 from generated_data import (GeneratedAttrDataset, GeneratedLMDBDataset,
-                            read_generated_meta, write_generated_lmdb)
+                            read_generated_meta, register_demo,
+                            write_generated_lmdb)
 
 # sky: a vertical gradient from the top colour (darker, more saturated) to
 # the horizon colour (lighter); the four differ clearly in mean colour
@@ -203,13 +205,6 @@ class ScenesDataset(GeneratedLMDBDataset):
     default_path = 'datasets/scenes.lmdb'
     make_lmdb = staticmethod(make_scenes_lmdb)
     read_meta = staticmethod(read_scenes_meta)
-
-    def __init__(self, path=default_path,
-                 image_size=32, num_images: int = None, seed: int = None,
-                 do_augment: bool = False, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        super().__init__(path, image_size, num_images, seed, do_augment,
-                         do_transform, do_normalize, **kwargs)
 
 
 class ScenesAttrDataset(ScenesDataset, GeneratedAttrDataset):
@@ -408,6 +403,8 @@ def scene_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
 # each sky, and the horizon height
 SCENE_MANIPULATIONS = ([('sky', c, i) for i, c in enumerate(SCENE_SKIES)]
                        + [('high_horizon', 'high_horizon', 1)])
+# data_name='scenes' and manipulate_mode=scenes_all (data_registry)
+register_demo(ScenesDataset, ScenesAttrDataset, ManipulateMode.scenes_all)
 
 __all__ = [
     'ScenesDataset', 'ScenesAttrDataset', 'make_scenes_lmdb',

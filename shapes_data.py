@@ -8,8 +8,10 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
+from choices import ManipulateMode
 from generated_data import (GeneratedAttrDataset, GeneratedLMDBDataset,
-                            read_generated_meta, write_generated_lmdb)
+                            read_generated_meta, register_demo,
+                            write_generated_lmdb)
 
 SHAPES = ('circle', 'square', 'triangle')
 # saturated colours that stand out on both backgrounds
@@ -197,13 +199,6 @@ class ShapesDataset(GeneratedLMDBDataset):
     make_lmdb = staticmethod(make_shapes_lmdb)
     read_meta = staticmethod(read_shapes_meta)
 
-    def __init__(self, path=default_path,
-                 image_size=32, num_images: int = None, seed: int = None,
-                 do_augment: bool = False, do_transform: bool = True,
-                 do_normalize: bool = True, **kwargs):
-        super().__init__(path, image_size, num_images, seed, do_augment,
-                         do_transform, do_normalize, **kwargs)
-
 
 class ShapesAttrDataset(ShapesDataset, GeneratedAttrDataset):
     """:class:`ShapesDataset` with binary labels in ``id_to_cls`` order
@@ -333,6 +328,8 @@ def shape_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
 # (attribute of shape_attribute_classes, classifier label, target class)
 SHAPE_MANIPULATIONS = ([('color', c, i) for i, c in enumerate(SHAPE_COLORS)]
                        + [('large', 'large', 1)])
+# data_name='shapes' and manipulate_mode=shapes_all (data_registry)
+register_demo(ShapesDataset, ShapesAttrDataset, ManipulateMode.shapes_all)
 
 __all__ = [
     'ShapesDataset', 'ShapesAttrDataset', 'make_shapes_lmdb',

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the demo datasets register with data_registry when imported
+import scenes_data  # noqa: F401
+import shapes_data  # noqa: F401
 from choices import (Activation, GenerativeType, LossType, ManipulateLossType,
                      ManipulateMode, ModelMeanType, ModelName, ModelType,
                      ModelVarType, OptimizerType, TrainMode)

@@ -21,6 +21,16 @@ HPARAM_FIELDS = ('T', 'beta_scheduler', 'latent_beta_scheduler', 'img_size',
 TARGET_KEY = 'prediction_target'
 
 
+def missing_latents_message(conf) -> str:
+    """What to run when a latent model's ``latent.pkl`` is missing."""
+    return (f'the latent DPM needs the inferred z_sem of its autoencoder at '
+            f'{conf.latent_infer_path!r}, which does not exist. Make it by '
+            "running the 'infer' eval program on the autoencoder template, "
+            "e.g.:\n    conf = <autoencoder template>(); conf.eval_programs "
+            "= ['infer']; train(conf, gpus=[0], mode='eval')\n(it writes "
+            "checkpoints/<autoencoder name>/latent.pkl).")
+
+
 def _positive_int(conf, field, errors):
     v = getattr(conf, field, None)
     if v is None:
@@ -103,6 +113,24 @@ def warn_if_hparams_differ(state_or_path, conf, source=None):
                       'the checkpoint (or template) you mean.')
     return diffs
 
+
+
+def load_verified(module, conf, path, map_location='cpu',
+                  what='checkpoint', keep=None):
+    """Load the checkpoint ``path`` into ``module`` (a LitModel, a
+    DiffAEWeights): a warning when its saved hyper-parameters differ from
+    ``conf``, then its weights -- only the keys ``keep(key)`` accepts,
+    when given -- with every key of ``module`` checked
+    (checkpoint_io.load_state_verified). Returns the checkpoint."""
+    state = checkpoint_io.load_checkpoint(path, map_location=map_location,
+                                          what=what)
+    warn_if_hparams_differ(state, conf, f'checkpoint {path}')
+    weights = state['state_dict']
+    if keep is not None:
+        weights = {k: v for k, v in weights.items() if keep(k)}
+    checkpoint_io.load_state_verified(module, weights,
+                                      source=f'checkpoint {path}')
+    return state
 
 def load_latents(path, style_ch: int):
     """``latent.pkl`` checked: a dict with 'conds' (N, style_ch),

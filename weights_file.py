@@ -35,8 +35,8 @@ from config import TrainConfig
 FORMAT = 'diffae-ema-weights/1'
 KINDS = ('autoencoder', 'classifier')
 
-# every TrainConfig field that make_model_conf, _make_diffusion_conf and
-# _make_latent_diffusion_conf read (tests/test_weights_file.py checks this
+# every TrainConfig field that make_model_conf, make_diffusion_conf and
+# make_latent_diffusion_conf read (tests/test_weights_file.py checks this
 # by reading config.py), plus what DiffAE and ClsModel read at use
 CONFIG_FIELDS = (
     'name', 'train_mode', 'model_name', 'img_size', 'style_ch',

@@ -5,7 +5,7 @@ the EMA encoder's z_sem on the held-out images during training.
         --set lr=0.002 --set warmup=200 --name lr2e3
 
 Every --every steps the held-out images are encoded by the EMA encoder and
-each attribute's linear-probe AUROC (evaluation.linear_probe) is written
+each attribute's linear-probe AUROC (zsem_probe.linear_probe) is written
 as one JSON line to outputs/study/probe_curve_<dataset>_<name>.jsonl; at
 the end, the z_sem-only decoding report (random x_T) of the last
 checkpoint on --images held-out images.
@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import evaluation  # noqa: E402
+import zsem_probe  # noqa: E402
 import experiment  # noqa: E402
 import hardware  # noqa: E402
 import study_recipes  # noqa: E402
@@ -104,7 +104,7 @@ class ProbeCallback(pl.Callback):
             enc = lit.ema_model.encoder
             z = torch.cat([enc(self.images[i:i + 250]).float()
                            for i in range(0, len(self.images), 250)])
-        probe = evaluation.linear_probe(z, self.labels, self.names)
+        probe = zsem_probe.linear_probe(z, self.labels, self.names)
         row = {'step': step,
                'minutes': round((time.time() - self.t0) / 60, 1),
                'auroc': {k: round(probe[k], 3)
@@ -156,7 +156,7 @@ def main(argv=None):
         experiment.train(conf, gpus=[], callbacks=[cb],
                          enable_progress_bar=False)
         torch.manual_seed(0)
-        rep = evaluation.zsem_decoding_report(
+        rep = zsem_probe.zsem_decoding_report(
             DiffAE.from_checkpoint(conf, precision=None),
             images[:args.images],
             ds.read_attributes, T=20, seeds=2)

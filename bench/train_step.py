@@ -19,11 +19,15 @@ Modes:
          (hardware.prefers_channels_last)
   bf16   the same with bf16 autocast (GroupNorm and softmax stay float32
          inside)
-  auto   what train() picks on this machine (conf.precision='auto'):
-         bf16 with native bf16 (AVX512_BF16/AMX, GPUs from sm80), else
-         fast32; the line names the choice and the CPU/GPU behind it
-  fp16   (CUDA only) float16 autocast + GradScaler-free timing, the
-         reference's GPU setting
+  auto   what train() picks on this machine (conf.precision='auto') for
+         the template: on a GPU fast16 when the template sets conf.fp16
+         (the official ones do), else bf16 from sm80; on a CPU bf16 with
+         native bf16 (AVX512_BF16/AMX), else fast32; the line names the
+         choice and the CPU/GPU behind it
+  fp16   (CUDA only) the reference's GPU computation: float16 autocast
+         (conf.fp16) with the fp32 mode's einsum attention, NCHW, per-key
+         EMA and numpy schedule copies (GradScaler-free timing)
+  fast16 (CUDA only) the project's path with float16 autocast
 """
 import argparse
 import json
@@ -96,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--modes', default='fp32,auto',
                    help='comma-separated: fp32, fast32, bf16, auto, fp16 '
-                   '(CUDA)')
+                   'and fast16 (CUDA)')
     p.add_argument('--T', type=int, default=10,
                    help='DDIM steps for render / encode')
     p.add_argument('--steps', type=int, default=3,
@@ -104,7 +108,14 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--compile', action='store_true',
-                   help='torch.compile the model in the fast modes')
+                   help='conf.compile in the fast modes: torch.compile of '
+                   'the model for training and of the EMA model for '
+                   'sampling (first-call times, compile included, are '
+                   'reported as warmup_seconds)')
+    p.add_argument('--compile-backend', default='inductor',
+                   help='conf.compile_backend (inductor, aot_eager, ...)')
+    p.add_argument('--no-peak', action='store_true',
+                   help='skip the matmul peak measurement')
     p.add_argument('--channels-last', default='auto',
                    choices=('auto', 'on', 'off'),
                    help='memory format of the fast modes (auto: '
@@ -123,16 +134,24 @@ def sync(device):
 
 
 def timed(fn, device, repeats, warmup):
+    return timed_with_warmup(fn, device, repeats, warmup)[1]
+
+
+def timed_with_warmup(fn, device, repeats, warmup):
+    """(seconds of the warm-up calls, compiling included; times of the
+    timed repeats)."""
+    t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
     sync(device)
+    warm = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return times
+    return warm, times
 
 
 def stats(times, items):
@@ -152,33 +171,45 @@ def matmul_peak(device, dtype, n=4096, repeats=3):
     return 2 * n**3 / min(times) / 1e12
 
 
-def resolve_auto(device):
-    """The mode train() would pick here, and why."""
+def resolve_auto(device, fp16=False):
+    """The mode train() would pick here for a template with conf.fp16 =
+    ``fp16``, and why."""
     accelerator = 'gpu' if device.type == 'cuda' else 'cpu'
     precision, why = hardware.auto_precision(hardware.read_facts(
-        accelerator))
-    return {'bf16-mixed': 'bf16', '16-mixed': 'fp16',
+        accelerator), fp16)
+    return {'bf16-mixed': 'bf16', '16-mixed': 'fast16',
             '32-true': 'fast32'}[precision], why
 
 
 def autocast_ctx(mode, device):
     if mode == 'bf16':
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    if mode == 'fp16':
+    if mode in ('fp16', 'fast16'):
         return torch.autocast(device.type, dtype=torch.float16)
     return nullcontext()
 
 
-def bench_mode(args, mode, device):
-    conf = getattr(templates_latent, args.template)()
+def bench_mode(args, mode, device, conf=None):
+    """One JSON-able result of ``mode``; ``conf`` (default: the
+    template ``args.template``) is the model to time."""
+    conf = (conf.clone() if conf is not None else
+            getattr(templates_latent, args.template)())
     conf.batch_size = args.batch
     conf.latent_infer_path = None
     label, why = mode, None
     if mode == 'auto':
-        mode, why = resolve_auto(device)
-    fast = mode != 'fp32'
+        mode, why = resolve_auto(device, conf.fp16)
+    fast = mode not in ('fp32', 'fp16')
+    # the sampler's own float16 autocast (conf.fp16, CUDA) only in the
+    # float16 modes: fp32 is the reference's float32 computation
+    conf.fp16 = mode in ('fp16', 'fast16')
     blocks.qkv_attention = (_SDPA_ATTENTION if fast else legacy_attention)
     ema = ema_update if fast else reference_ema
+    # the project's conf.compile path (nn.Module.compile in place)
+    conf.compile = bool(fast and args.compile)
+    conf.compile_backend = args.compile_backend
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     lit = LitModel(conf).to(device)
     if not fast:
@@ -191,18 +222,18 @@ def bench_mode(args, mode, device):
     lit.model.to(memory_format=memory_format)
     lit.ema_model.to(memory_format=memory_format)
     model = lit.model
-    if fast and args.compile:
-        model = torch.compile(model)
     opt = torch.optim.Adam(lit.model.parameters(), lr=conf.lr)
     x = torch.randn(args.batch, 3, conf.img_size, conf.img_size,
                     device=device).contiguous(memory_format=memory_format)
     t = torch.randint(0, conf.T, (args.batch, ), device=device)
     facts = hardware.read_facts('gpu' if device.type == 'cuda' else 'cpu')
-    out = {'template': args.template, 'mode': label, 'batch': args.batch,
+    out = {'template': conf.name or args.template, 'mode': label,
+           'batch': args.batch,
            'device': facts.describe() + ('' if device.type == 'cuda' else
                                          f' ({torch.get_num_threads()} '
                                          'threads)'),
-           'computes': mode, 'compile': bool(fast and args.compile),
+           'computes': mode, 'compile': conf.compile and
+           conf.compile_backend, 'img_size': conf.img_size,
            'channels_last': memory_format == torch.channels_last}
     if why:
         out['auto_because'] = why
@@ -220,10 +251,12 @@ def bench_mode(args, mode, device):
             ema(lit.model, lit.ema_model, conf.ema_decay)
 
     if 'train' not in skip:
-        times = timed(train_step, device, args.repeats, args.warmup)
+        warm, times = timed_with_warmup(train_step, device, args.repeats,
+                                        args.warmup)
         out['train'] = stats(times, args.batch * args.steps)
+        out['train']['warmup_seconds'] = warm
 
-    sampler = conf._make_diffusion_conf(args.T).make_sampler()
+    sampler = conf.make_diffusion_conf(args.T).make_sampler()
     if not fast:
         reference_extract(sampler)
     ema = lit.ema_model
@@ -241,24 +274,29 @@ def bench_mode(args, mode, device):
                                                  model_kwargs={'cond': cond})
 
         if 'render' not in skip:
-            out['render'] = stats(
-                timed(render, device, args.repeats, args.warmup), args.batch)
+            warm, times = timed_with_warmup(render, device, args.repeats,
+                                            args.warmup)
+            out['render'] = stats(times, args.batch)
+            out['render']['warmup_seconds'] = warm
         if 'encode' not in skip and conf.model_type.has_autoenc():
             out['encode'] = stats(
                 timed(encode, device, args.repeats, args.warmup), args.batch)
 
         # one UNet forward: FLOPs and achieved throughput
-        def forward():
+        def forward(call=ema):
             with autocast_ctx(mode, device):
-                ema(x, t, cond=cond) if cond is not None else ema(x, t)
+                call(x, t, cond=cond) if cond is not None else call(x, t)
 
         with FlopCounterMode(display=False) as fc:
-            forward()
+            # .forward: the eager computation (a compiled module compiles
+            # its __call__), the same FLOPs
+            forward(ema.forward)
         flops = fc.get_total_flops()
         times = timed(forward, device, args.repeats, args.warmup)
     peak_dtype = {'fp32': torch.float32, 'fast32': torch.float32,
-                  'bf16': torch.bfloat16, 'fp16': torch.float16}[mode]
-    peak = matmul_peak(device, peak_dtype)
+                  'bf16': torch.bfloat16, 'fp16': torch.float16,
+                  'fast16': torch.float16}[mode]
+    peak = None if args.no_peak else matmul_peak(device, peak_dtype)
     achieved = flops / min(times) / 1e12
     out['unet_forward'] = {
         'gflop': flops / 1e9,
@@ -266,7 +304,7 @@ def bench_mode(args, mode, device):
         'seconds_median': statistics.median(times),
         'tflops': achieved,
         'matmul_peak_tflops': peak,
-        'fraction_of_peak': achieved / peak,
+        'fraction_of_peak': peak and achieved / peak,
     }
     if device.type == 'cuda':
         out['peak_memory_gib'] = torch.cuda.max_memory_allocated() / 2**30
@@ -276,18 +314,21 @@ def bench_mode(args, mode, device):
     return out
 
 
-def main(argv=None):
+def main(argv=None, conf=None):
+    """Time every mode of ``--modes`` (on ``conf`` when given, else on
+    ``--template``); prints and returns {mode: result}."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     results = {}
     for mode in args.modes.split(','):
-        if mode == 'fp16' and device.type != 'cuda':
+        if mode in ('fp16', 'fast16') and device.type != 'cuda':
             continue
-        if mode not in ('fp32', 'fast32', 'bf16', 'fp16', 'auto'):
+        if mode not in ('fp32', 'fast32', 'bf16', 'fp16', 'fast16',
+                        'auto'):
             raise SystemExit(f'unknown mode {mode!r} in --modes')
-        results[mode] = bench_mode(args, mode, device)
+        results[mode] = bench_mode(args, mode, device, conf)
         print(json.dumps(results[mode]), flush=True)
     if 'fp32' in results and len(results) > 1:
         base = results['fp32']
@@ -298,6 +339,7 @@ def main(argv=None):
                      for k in ('train', 'render', 'encode')
                      if k in r and k in base}
             print(json.dumps({'speedup_vs_fp32': mode, **ratio}), flush=True)
+    return results
 
 
 if __name__ == '__main__':

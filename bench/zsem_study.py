@@ -7,10 +7,10 @@ For every step count: train the autoencoder (continuing the same run),
 infer z_sem of the dataset, train the demo's attribute classifier on it,
 then measure on the first --images images:
 
-- z_sem-only decoding from random x_T (evaluation.zsem_decoding_report):
+- z_sem-only decoding from random x_T (zsem_probe.zsem_decoding_report):
   which measured attributes stay, and the spread across z_sem vs x_T;
 - moving z_sem along the classifier directions with the inverted x_T
-  (evaluation.manipulation_change_rate): each colour / sky class from the
+  (zsem_probe.manipulation_change_rate): each colour / sky class from the
   images without it, 'large' / 'high_horizon' from those without it;
 - inverted-x_T reconstruction MSE;
 - the linear probe of z_sem vs the same encoder at three random
@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-import evaluation  # noqa: E402
+import zsem_probe  # noqa: E402
 import hardware  # noqa: E402
 import study_recipes  # noqa: E402
 import validation  # noqa: E402
@@ -80,7 +80,7 @@ def random_encoder_probes(ds, conf, data, base_dir, draws=3, tag=''):
         model = conf.make_model_conf().make_model().eval()
         with torch.no_grad():
             z = torch.cat([model.encoder(b['img']) for b in loader])
-        out.append(evaluation.linear_probe(z, data.labels, ds.label_names))
+        out.append(zsem_probe.linear_probe(z, data.labels, ds.label_names))
     os.makedirs(base_dir, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(out, f)
@@ -118,7 +118,7 @@ def loss_gain_by_noise(model, conf, x, buckets=10, seed=0):
 def measure_images(args, ds, model, cls, x):
     """z_sem-only decoding, inverted-x_T reconstruction and the change
     rates of the manipulations, on the images ``x``."""
-    rec = {'zsem_only': evaluation.zsem_decoding_report(
+    rec = {'zsem_only': zsem_probe.zsem_decoding_report(
         model, x, ds.read_attributes, T=args.T, seeds=args.seeds)}
     cond = model.encode(x)
     xT = model.encode_stochastic(x, cond, T=args.T)
@@ -126,7 +126,7 @@ def measure_images(args, ds, model, cls, x):
     rec['recon_mse_inverted_xT'] = (inv - (x + 1) / 2).square().mean().item()
     rec['manipulation'] = {}
     for attribute, label, target in ds.manipulations:
-        r = evaluation.manipulation_change_rate(
+        r = zsem_probe.manipulation_change_rate(
             model, x, cond, xT, cls.direction(label), ds.read_attributes,
             attribute, target, amounts=(0.5, 1.0), T=args.T,
             normalize=cls.normalize, denormalize=cls.denormalize)
@@ -157,12 +157,12 @@ def measure(args, ds, ae, cls_conf, data, heldout, path=None):
         if ae.data_dir is None and path is None:
             z = validation.load_latents(
                 os.path.join(ae.logdir, 'latent.pkl'), ae.style_ch)['conds']
-            rec['probe_trained'] = evaluation.linear_probe(
+            rec['probe_trained'] = zsem_probe.linear_probe(
                 z, data.labels, ds.label_names)
             rec['probe_random'] = random_encoder_probes(ds, ae, data,
                                                         args.base_dir)
         # the same unseen images for every recipe
-        rec['heldout']['probe_trained'] = evaluation.linear_probe(
+        rec['heldout']['probe_trained'] = zsem_probe.linear_probe(
             encode_all(model, heldout), heldout.labels, ds.label_names)
         rec['heldout']['probe_random'] = random_encoder_probes(
             ds, ae, heldout, args.base_dir, tag='_heldout')

@@ -172,14 +172,16 @@ class GaussianDiffusionBeatGans:
 
     def _call_model(self, model, x, t, model_kwargs):
         """Run ``model`` at this process's step ``t``; ``conf.fp16`` turns
-        on float16 autocast on CUDA (an outer autocast, e.g. bf16, is left
-        alone otherwise)."""
+        on float16 autocast on CUDA (as the official code) unless an outer
+        autocast is already on: Lightning's ``bf16-mixed`` stays bf16
+        (float16 inside it would run without a GradScaler)."""
         ctx = (torch.autocast('cuda', dtype=torch.float16)
-               if self.conf.fp16 and x.device.type == 'cuda' else
-               nullcontext())
+               if self.conf.fp16 and x.device.type == 'cuda' and
+               not torch.is_autocast_enabled('cuda') else nullcontext())
         with ctx:
-            return model.forward(x=x, t=self._scale_timesteps(t),
-                                 **model_kwargs)
+            # through __call__ (the official code calls .forward, the same
+            # computation): a compiled model (conf.compile) compiles it
+            return model(x=x, t=self._scale_timesteps(t), **model_kwargs)
 
     # ------------------------------------------------------------------
     # forward process and posterior

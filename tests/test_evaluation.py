@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import evaluation
+import zsem_probe
 import renderer
 from conftest import ATOL_LOOP, conf_from_recipe, golden, load_recipe
 
@@ -40,8 +41,8 @@ def test_auroc_matches_pairwise_definition():
     pos, neg = s[y > 0], s[y < 0]
     pairs = (pos[:, None] > neg[None]).double() + 0.5 * (
         pos[:, None] == neg[None]).double()
-    assert evaluation.auroc(s, y) == pytest.approx(pairs.mean().item())
-    assert evaluation.auroc(torch.arange(4.), torch.tensor([-1, -1, 1, 1])
+    assert zsem_probe.auroc(s, y) == pytest.approx(pairs.mean().item())
+    assert zsem_probe.auroc(torch.arange(4.), torch.tensor([-1, -1, 1, 1])
                             ) == 1.0
 
 
@@ -51,7 +52,7 @@ def test_ridge_probes_solve_the_normal_equations():
     torch.manual_seed(0)
     x = torch.randn(50, 4, dtype=torch.float64)
     y = (torch.rand(50, 3) > 0.5).double()
-    weight, bias = evaluation.fit_ridge_probes(x, y, [0.0, 0.1])
+    weight, bias = zsem_probe.fit_ridge_probes(x, y, [0.0, 0.1])
     for s, lam in enumerate([0.0, 0.1]):
         a = torch.cat([x, torch.ones(50, 1, dtype=torch.float64)], 1)
         reg = torch.diag(torch.tensor([lam * 50] * 4 + [0.0],
@@ -67,7 +68,7 @@ def test_linear_probe_finds_linear_attributes_only():
     z = torch.randn(600, 8)
     labels = torch.stack([(z[:, 0] + z[:, 1] > 0).long() * 2 - 1,
                           (torch.rand(600) > 0.5).long() * 2 - 1], 1)
-    out = evaluation.linear_probe(z, labels, ['linear', 'noise'])
+    out = zsem_probe.linear_probe(z, labels, ['linear', 'noise'])
     assert out['linear'] > 0.97
     assert 0.35 < out['noise'] < 0.65
     assert set(out['strength']) == {'linear', 'noise'}
@@ -80,8 +81,8 @@ def test_linear_probe_attributes_are_independent_probes():
     z = torch.randn(500, 6)
     a = (z[:, 0] - z[:, 2] + 0.5 * torch.randn(500) > 0).long() * 2 - 1
     b = (z[:, 3] + 2 * torch.randn(500) > 0).long() * 2 - 1
-    both = evaluation.linear_probe(z, torch.stack([a, b], 1), ['a', 'b'])
-    alone = evaluation.linear_probe(z, a[:, None], ['a'])
+    both = zsem_probe.linear_probe(z, torch.stack([a, b], 1), ['a', 'b'])
+    alone = zsem_probe.linear_probe(z, a[:, None], ['a'])
     assert both['a'] == pytest.approx(alone['a'], abs=1e-6)
     assert both['strength']['a'] == alone['strength']['a']
 
@@ -93,12 +94,12 @@ def test_linear_probe_never_lets_held_out_rows_choose():
     n, dims = 300, 40
     z = torch.randn(n, dims)
     y = (z[:, 0] + torch.randn(n) > 0).long() * 2 - 1
-    out = evaluation.linear_probe(z, y[:, None], ['y'], splits=1)
+    out = zsem_probe.linear_probe(z, y[:, None], ['y'], splits=1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     held = perm[int(n * 0.8):]
     y2 = y.clone()
     y2[held] = -y2[held]
-    out2 = evaluation.linear_probe(z, y2[:, None], ['y'], splits=1)
+    out2 = zsem_probe.linear_probe(z, y2[:, None], ['y'], splits=1)
     assert out2['strength'] == out['strength']
     assert out2['y'] == pytest.approx(1 - out['y'])
     # 240 rows, 40 dims, one informative: some regularisation wins
@@ -109,8 +110,8 @@ def test_linear_probe_averages_over_splits():
     torch.manual_seed(0)
     z = torch.randn(300, 5)
     y = (z[:, 0] + torch.randn(300) > 0).long() * 2 - 1
-    out = evaluation.linear_probe(z, y[:, None], ['y'], splits=3)
-    alone = [evaluation.linear_probe(z, y[:, None], ['y'], splits=1,
+    out = zsem_probe.linear_probe(z, y[:, None], ['y'], splits=3)
+    alone = [zsem_probe.linear_probe(z, y[:, None], ['y'], splits=1,
                                      seed=k)['y'] for k in range(3)]
     assert out['mean_by_split'] == pytest.approx(alone)
     assert out['y'] == pytest.approx(sum(alone) / 3)

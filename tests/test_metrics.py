@@ -10,6 +10,7 @@ import torch
 from scipy import linalg, ndimage
 from torch import nn
 
+import evaluation
 import metrics
 from conftest import conf_from_recipe, golden, load_recipe
 
@@ -359,13 +360,13 @@ def test_evaluate_fid_zero_for_identical_sets(tmp_path, monkeypatch):
 
     data = _dataset(8)
     sampler = Identity()
-    orig = metrics.render_condition
+    orig = evaluation.render_condition
 
     def render(conf, model, x_T, sampler, x_start=None, cond=None):
         sampler.x = x_start
         return orig(conf, model, x_T, sampler, x_start=x_start, cond=cond)
 
-    monkeypatch.setattr(metrics, 'render_condition', render)
+    monkeypatch.setattr(evaluation, 'render_condition', render)
     fid = metrics.evaluate_fid(sampler, model, conf, 'cpu', data, data,
                                inception=_tiny_extractor())
     brighter = [{'img': (d['img'] + 1).clamp(-1, 1), 'index': d['index']}

@@ -1,6 +1,9 @@
 """The code's shape, checked by reading it with ``ast`` (nothing imported):
 imports run one way (no module-level cycle among the project's modules, no
-project import hidden inside a function), and functions stay short.
+project import hidden inside a function, no chain from an entry script
+down to the ground longer than MAX_IMPORT_CHAIN modules, no module below
+the templates that knows the demo datasets, no private name taken from
+another module), and functions stay short.
 
 Project modules: the *.py files at the repository root, and the packages
 ``model`` and ``diffusion`` (each package is one node of the import graph;
@@ -15,6 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ('model', 'diffusion')
 MAX_FUNCTION_LINES = 80
+# modules in the longest import chain from an entry script to the ground
+MAX_IMPORT_CHAIN = 12
+# the demo datasets: registered with data_registry, never imported by it
+DEMO_MODULES = {'shapes_data', 'scenes_data', 'generated_data'}
+# the notebook surface, which may name the demo datasets (as entry
+# scripts may)
+TEMPLATES = {'templates', 'templates_latent', 'templates_cls'}
 
 # 'module:qualified.function' -> reason it may be longer than 80 lines
 LONG_FUNCTION_ALLOWED = {
@@ -28,6 +38,10 @@ FUNCTION_IMPORT_ALLOWED = {
     ('templates_cls:__getattr__', 'experiment_classifier'):
         'PEP 562 lazy re-export: `from templates_cls import *` must not '
         'import Lightning',
+    ('metrics:__getattr__', 'evaluation'):
+        'PEP 562 lazy re-export of the official metrics.evaluate_fid / '
+        'evaluate_lpips, whose loops live in evaluation.py (which imports '
+        'metrics)',
 }
 
 
@@ -103,6 +117,89 @@ def module_import_graph():
             if func is None:
                 graph[src] |= imported_nodes(node) - {src}
     return graph
+
+
+def is_entry_script(path: Path) -> bool:
+    """A file run as a program: it has an ``if __name__ == '__main__':``
+    block at module level."""
+    for node in parse(path).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare):
+            names = {getattr(n, 'id', None) for n in
+                     [node.test.left, *node.test.comparators]}
+            values = {getattr(n, 'value', None) for n in
+                      [node.test.left, *node.test.comparators]}
+            if '__name__' in names and '__main__' in values:
+                return True
+    return False
+
+
+def bench_graph():
+    """The scripts of bench/ as extra nodes ('bench/<name>'): they import
+    project modules and each other (bench/ is on their sys.path)."""
+    files = sorted((ROOT / 'bench').glob('*.py'))
+    local = {p.stem for p in files}
+    graph = {}
+    for path in files:
+        deps = set()
+        for func, node in walk_defs(parse(path)):
+            if func is not None:
+                continue
+            deps |= imported_nodes(node)
+            if isinstance(node, ast.Import):
+                deps |= {f'bench/{a.name}' for a in node.names
+                         if a.name in local}
+            elif isinstance(node, ast.ImportFrom) and node.module in local:
+                deps.add(f'bench/{node.module}')
+        graph[f'bench/{path.stem}'] = deps
+    return graph, [f'bench/{p.stem}' for p in files if is_entry_script(p)]
+
+
+def longest_chain(graph, start):
+    """The longest import chain (list of nodes) from ``start`` in an
+    acyclic ``graph``."""
+    memo = {}
+
+    def chain(n):
+        if n not in memo:
+            best = []
+            for m in sorted(graph.get(n, ())):
+                c = chain(m)
+                if len(c) > len(best):
+                    best = c
+            memo[n] = [n] + best
+        return memo[n]
+    return chain(start)
+
+
+def private_imports(path: Path):
+    """[(line, text)] where a file takes a private name of another
+    project module (see :func:`private_names`)."""
+    return private_names(parse(path), node_of(path))
+
+
+def private_names(tree: ast.AST, src: str):
+    """[(line, text)] where module ``src`` takes a private name (``_x``,
+    not dunder) of another project module: ``from m import _x``, or
+    ``m._x`` on a project module it imported."""
+    modules, out = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {a.asname or a.name.split('.')[0] for a in node.names
+                        if a.name.split('.')[0] in PROJECT_NODES - {src}}
+        elif isinstance(node, ast.ImportFrom) and imported_nodes(node) - {
+                src}:
+            out += [(node.lineno, f'from {node.module} import {a.name}')
+                    for a in node.names if _is_private(a.name)]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(
+                node.value, ast.Name) and node.value.id in modules and \
+                _is_private(node.attr):
+            out.append((node.lineno, f'{node.value.id}.{node.attr}'))
+    return sorted(out)
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith('_') and not name.startswith('__')
 
 
 def find_cycle(graph):
@@ -192,6 +289,21 @@ def test_the_checks_see_cycles_function_imports_and_long_functions(
                      ('A.f.g', 'from diffusion import base')]
 
 
+def test_the_checks_see_chains_entry_scripts_and_private_names(tmp_path):
+    graph = {'a': {'b', 'c'}, 'b': {'d'}, 'c': set(), 'd': {'c'}}
+    assert longest_chain(graph, 'a') == ['a', 'b', 'd', 'c']
+    script = tmp_path / 'x.py'
+    script.write_text("import os\nif __name__ == '__main__':\n    pass\n")
+    assert is_entry_script(script)
+    script.write_text("import os\nif __name__ == 'x':\n    pass\n")
+    assert not is_entry_script(script)
+    found = private_names(ast.parse(
+        'import config\nfrom dataset import _hidden, public\n'
+        'import dataset as D\nx = D._other\ny = config.__doc__\n'
+        'z = public._not_a_module\n'), 'probe')
+    assert found == [(2, 'from dataset import _hidden'), (4, 'D._other')]
+
+
 def test_allow_lists_name_real_functions():
     """A stale allow-list entry (renamed or deleted function) fails."""
     qualified = set()
@@ -210,6 +322,37 @@ def test_allow_lists_name_real_functions():
 def test_no_module_level_import_cycle():
     cycle = find_cycle(module_import_graph())
     assert cycle is None, ' -> '.join(cycle)
+
+
+def test_import_chains_from_entry_scripts_are_short():
+    """No entry script (a file with a ``__main__`` block, bench/
+    included) reaches the ground through more than MAX_IMPORT_CHAIN
+    modules: each layer knows only a few below it."""
+    graph = module_import_graph()
+    extra, entries = bench_graph()
+    graph.update(extra)
+    entries += [node_of(p) for p in project_files() if is_entry_script(p)]
+    longest = max((longest_chain(graph, e) for e in entries), key=len)
+    assert len(longest) <= MAX_IMPORT_CHAIN, ' -> '.join(longest)
+
+
+def test_no_module_below_the_templates_imports_the_demo():
+    """The demo datasets register themselves with data_registry; only the
+    templates, entry scripts and the demo itself import them."""
+    graph = module_import_graph()
+    allowed = TEMPLATES | DEMO_MODULES | {
+        node_of(p) for p in project_files() if is_entry_script(p)}
+    found = {n: sorted(graph[n] & DEMO_MODULES) for n in graph
+             if n not in allowed and graph[n] & DEMO_MODULES}
+    assert not found, found
+
+
+@pytest.mark.parametrize('path', per_file('private_imports'))
+def test_no_private_name_of_another_module(path):
+    """A module uses another's public names only (a private one it needs
+    is made public where it lives)."""
+    found = private_imports(path)
+    assert not found, found
 
 
 @pytest.mark.parametrize('path', per_file('function_imports'))

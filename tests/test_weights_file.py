@@ -248,8 +248,8 @@ def test_config_fields_hold_every_field_the_factories_read():
     read = set()
     for fn in cls.body:
         if isinstance(fn, ast.FunctionDef) and fn.name in (
-                'make_model_conf', '_make_diffusion_conf',
-                '_make_latent_diffusion_conf'):
+                'make_model_conf', 'make_diffusion_conf',
+                'make_latent_diffusion_conf'):
             read |= {n.attr for n in ast.walk(fn) if isinstance(
                 n, ast.Attribute) and isinstance(n.value, ast.Name)
                 and n.value.id == 'self' and n.attr in fields

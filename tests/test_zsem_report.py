@@ -1,4 +1,4 @@
-"""evaluation.zsem_decoding_report and manipulation_change_rate on stand-in
+"""zsem_probe.zsem_decoding_report and manipulation_change_rate on stand-in
 models whose behaviour is known: a decoder that ignores z_sem, one that
 draws exactly what z_sem says, and one that draws only x_T's colour."""
 import functools
@@ -6,7 +6,7 @@ import functools
 import pytest
 import torch
 
-import evaluation
+import zsem_probe
 import shapes_data
 from shapes_data import SHAPE_BACKGROUNDS, SHAPE_COLORS, SHAPES, render_shape
 
@@ -66,7 +66,7 @@ def data():
 
 def test_a_perfectly_semantic_decoder_keeps_everything(data):
     x, codes = data
-    r = evaluation.zsem_decoding_report(CodeModel(x, codes), x, read, T=1,
+    r = zsem_probe.zsem_decoding_report(CodeModel(x, codes), x, read, T=1,
                                         seeds=3)
     assert set(r['kept']) == {'shape', 'color', 'large', 'left', 'top',
                               'light_background'}
@@ -78,7 +78,7 @@ def test_a_perfectly_semantic_decoder_keeps_everything(data):
     assert r['kept_by_seed']['color'] == [1.0, 1.0, 1.0]
     assert (r['T'], r['seeds'], r['images']) == (1, 3, 24)
     assert 'decoded' not in r
-    shown = evaluation.zsem_decoding_report(
+    shown = zsem_probe.zsem_decoding_report(
         CodeModel(x, codes), x[:4], read, T=1, seeds=2,
         return_decoded=True)['decoded']
     # (draws, images, 3, H, W): every draw redraws the inputs exactly
@@ -90,7 +90,7 @@ def test_a_perfectly_semantic_decoder_keeps_everything(data):
 
 def test_a_decoder_that_ignores_z_sem_keeps_only_chance(data):
     x, codes = data
-    r = evaluation.zsem_decoding_report(NoiseOnlyModel(x, codes), x, read,
+    r = zsem_probe.zsem_decoding_report(NoiseOnlyModel(x, codes), x, read,
                                         T=1, seeds=8)
     # every image of one draw shares x_T: one picture per draw
     assert r['spread_across_z'] == 0
@@ -107,7 +107,7 @@ def test_manipulation_change_rate_counts_images_moved_to_the_target(data):
     cond = model.encode(x)
     red = torch.zeros(9)
     red[0] = 1
-    r = evaluation.manipulation_change_rate(
+    r = zsem_probe.manipulation_change_rate(
         model, x, cond, torch.zeros_like(x), red, read, 'color', 0,
         amounts=(0.0, 0.1, 0.5), T=1)
     # 18 of 24 images are not red; the code's red score grows by
