@@ -4,8 +4,9 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+ALIGN_STAMP := $(VENV)/.align-$(shell cksum requirements-align.txt | cut -d' ' -f1)
 
-.PHONY: install demo demo-long test lint bench clean
+.PHONY: install align-deps demo demo-long test lint bench clean
 
 install: $(STAMP)
 
@@ -14,6 +15,17 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m pip install --disable-pip-version-check -q -r requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# face alignment's optional extra: dlib as a wheel (requirements-align.txt
+# says why it is not in requirements.txt); its landmark model comes from
+# Debian: apt-get install libdlib-data. Without both, the real-photo tests
+# skip and say so.
+align-deps: $(ALIGN_STAMP)
+
+$(ALIGN_STAMP): requirements-align.txt $(STAMP)
+	$(PYTHON) -m pip install --disable-pip-version-check -q -r requirements-align.txt
+	rm -f $(VENV)/.align-*
+	touch $(ALIGN_STAMP)
 
 demo: $(STAMP)
 	$(PYTHON) run_shapes.py

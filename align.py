@@ -2,25 +2,31 @@
 
     python align.py -i imgs -o imgs_align
 
-For every photo in ``imgs``: find the face and its 68 landmarks (dlib),
-build the oriented crop square from the eyes and the mouth (the FFHQ
-recipe: ``recreate_aligned_images`` of NVlabs/ffhq-dataset, also the
-official DiffAE ``align.py``), then shrink, crop, pad (reflect + blur) and
-transform it to a 256x256 PNG ``imgs_align/<name>.png``.
+For every photo in ``imgs``: find the faces and their 68 landmarks (dlib),
+take the main face (the highest detection score; ``--all-faces`` keeps
+every face), build the oriented crop square from the eyes and the mouth
+(the FFHQ recipe: ``recreate_aligned_images`` of NVlabs/ffhq-dataset, also
+the official DiffAE ``align.py``), then shrink, crop, pad (reflect + blur)
+and transform it to a 256x256 PNG ``imgs_align/<name>.png``.
 
 The geometry (:func:`ffhq_quad`, :func:`align_image`) works on landmark
-arrays and needs no detector. The detector is an optional dependency:
-``pip install dlib`` (it compiles: cmake and a C++ compiler) and the
-shape predictor file ``shape_predictor_68_face_landmarks.dat`` (from
-http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2, unpacked
-with ``bunzip2``) at ``checkpoints/shape_predictor_68_face_landmarks.dat``,
-or wherever ``--predictor`` / ``DIFFAE_DLIB_LANDMARKS`` says. Nothing is
-downloaded at run time.
+arrays and needs no detector. The detector is an optional extra, two
+ordinary install lines, nothing downloaded at run time:
+
+    make align-deps                   # pip: dlib-bin (a wheel, no compiler)
+    apt-get install libdlib-data      # the 68-point landmark model
+
+The model file is looked for at ``--predictor``, ``$DIFFAE_DLIB_LANDMARKS``,
+``checkpoints/shape_predictor_68_face_landmarks.dat``, then Debian's
+``/usr/share/dlib/shape_predictor_68_face_landmarks.dat``.
 """
 import argparse
 import os
 import sys
-from typing import Callable, List, Sequence
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,6 +35,9 @@ LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_URL = ('http://dlib.net/files/'
                  'shape_predictor_68_face_landmarks.dat.bz2')
 DEFAULT_PREDICTOR = os.path.join('checkpoints', LANDMARKS_FILE)
+SYSTEM_PREDICTOR = os.path.join('/usr/share/dlib', LANDMARKS_FILE)
+INSTALL_DLIB = 'make align-deps (pip install -r requirements-align.txt)'
+INSTALL_LANDMARKS = 'apt-get install libdlib-data'
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 
 
@@ -36,12 +45,26 @@ class NoFaceError(ValueError):
     """The detector found no face in a photo."""
 
 
-class SeveralFacesError(ValueError):
-    """The detector found more than one face where one was expected."""
-
-
 class DetectorUnavailableError(RuntimeError):
     """dlib or its landmark file is missing."""
+
+
+@dataclass
+class Face:
+    """One face found in a photo: its 68 (x, y) landmarks, the detector's
+    box (left, top, right, bottom; pixels, right and bottom exclusive)
+    and its detection score (None where the detector gives none)."""
+    landmarks: np.ndarray
+    box: Optional[tuple] = None
+    score: Optional[float] = None
+
+    def describe(self) -> str:
+        if self.box is None:
+            return 'no box'
+        left, top, right, bottom = self.box
+        score = '' if self.score is None else f'score {self.score:.2f}, '
+        return (f'{score}box {right - left}x{bottom - top} at '
+                f'({left}, {top})')
 
 
 # ----------------------------------------------------------------------
@@ -157,38 +180,57 @@ def align_image(img: Image.Image, landmarks, output_size: int = 256,
 # ----------------------------------------------------------------------
 # detection (optional dependency)
 # ----------------------------------------------------------------------
+def find_predictor(path: Optional[str] = None) -> str:
+    """The landmark model file: ``path`` (``--predictor``) or
+    ``$DIFFAE_DLIB_LANDMARKS`` when given (then it must be there), else
+    the first of ``checkpoints/`` and ``/usr/share/dlib/`` that has it."""
+    given = path or os.environ.get('DIFFAE_DLIB_LANDMARKS')
+    places = [given] if given else [DEFAULT_PREDICTOR, SYSTEM_PREDICTOR]
+    for p in places:
+        if os.path.isfile(p):
+            return p
+    raise DetectorUnavailableError(
+        f'face landmark file not found: {" or ".join(places)}. It is '
+        f'looked for at --predictor, $DIFFAE_DLIB_LANDMARKS, '
+        f'{DEFAULT_PREDICTOR}, then {SYSTEM_PREDICTOR}. Install it with '
+        f'`{INSTALL_LANDMARKS}` (and dlib with `{INSTALL_DLIB}`), or unpack '
+        f'{LANDMARKS_URL} (bunzip2) into one of those places.')
+
+
 class DlibLandmarks:
     """dlib's frontal face detector + 68-point shape predictor (what FFHQ
     was aligned with). Call it on an (H, W, 3) uint8 RGB array; it returns
-    one (68, 2) landmark array per face found."""
+    one :class:`Face` per face found, highest detection score first."""
 
-    def __init__(self, predictor_path: str = None):
-        path = predictor_path or os.environ.get('DIFFAE_DLIB_LANDMARKS',
-                                                DEFAULT_PREDICTOR)
-        if not os.path.isfile(path):
-            raise DetectorUnavailableError(
-                f'face landmark file not found: {path}. Download '
-                f'{LANDMARKS_URL}, unpack it (bunzip2) and put '
-                f'{LANDMARKS_FILE} there, or give its path with '
-                '--predictor (or DIFFAE_DLIB_LANDMARKS).')
+    def __init__(self, predictor_path: Optional[str] = None):
+        path = find_predictor(predictor_path)
         try:
             import dlib
         except ImportError as e:
             raise DetectorUnavailableError(
-                'face alignment needs dlib (optional dependency): '
-                '`pip install dlib` (builds from source: needs cmake and a '
-                f'C++ compiler). Import failed: {e}') from e
+                'face alignment needs dlib (an optional extra): '
+                f'`{INSTALL_DLIB}` installs the dlib-bin wheel (no '
+                f'compiler). Import failed: {e}') from e
         self.path = path
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(path)
+        self._lock = threading.Lock()  # one photo at a time (align_folder)
 
-    def __call__(self, rgb: np.ndarray) -> List[np.ndarray]:
-        faces = self.detector(rgb, 1)  # upsample once: finds smaller faces
-        return [np.array([(p.x, p.y) for p in self.predictor(rgb, f).parts()],
-                         dtype=np.float64) for f in faces]
+    def __call__(self, rgb: np.ndarray) -> List[Face]:
+        # upsample once (finds faces down to about 40 px), dlib's default
+        # threshold 0; run() also gives each detection's score
+        with self._lock:
+            boxes, scores, _ = self.detector.run(rgb, 1, 0.0)
+            shapes = [self.predictor(rgb, box) for box in boxes]
+        return [Face(np.array([(p.x, p.y) for p in shape.parts()],
+                              dtype=np.float64),
+                     (box.left(), box.top(), box.right() + 1,
+                      box.bottom() + 1),
+                     float(score))
+                for box, score, shape in zip(boxes, scores, shapes)]
 
 
-Detector = Callable[[np.ndarray], Sequence[np.ndarray]]
+Detector = Callable[[np.ndarray], Sequence]
 
 
 def open_photo(path) -> Image.Image:
@@ -196,30 +238,83 @@ def open_photo(path) -> Image.Image:
     return ImageOps.exif_transpose(Image.open(path)).convert('RGB')
 
 
-def align_faces(img: Image.Image, detector: Detector, output_size: int = 256,
-                name: str = 'image', all_faces: bool = False):
-    """Aligned crops of the face(s) in ``img``. One face is expected:
-    NoFaceError / SeveralFacesError (naming ``name``) otherwise, unless
-    ``all_faces`` (then every face, in the detector's order)."""
+def main_face_first(found) -> List[Face]:
+    """The detector's faces (:class:`Face`, or bare (68, 2) landmark
+    arrays), the main face first: the highest detection score. dlib's HOG
+    detector scans with a fixed window, so its boxes come in a few sizes
+    and a false hit is as large as the face (astronaut.jpg in tests/:
+    91x91 face, 90x91 hit on the clothes), while the scores differ tenfold
+    (1.21 vs 0.16). dlib lists its detections by score, so this is the
+    official align.py's choice (its first detection). Faces without a score
+    keep the detector's order."""
+    faces = [f if isinstance(f, Face) else Face(np.asarray(f, np.float64))
+             for f in found]
+    return sorted(faces, key=lambda f: -f.score if f.score is not None
+                  else 0.0)
+
+
+@dataclass
+class Aligned:
+    """What :func:`align_photo` did: the crops, every face it found (the
+    main one first) and a one-line note naming the count."""
+    crops: List[Image.Image]
+    faces: List[Face]
+    note: str
+
+
+def align_photo(img: Image.Image, detector: Detector, output_size: int = 256,
+                name: str = 'image', all_faces: bool = False) -> Aligned:
+    """Align the main face of ``img`` (every face, main first, with
+    ``all_faces``); :class:`NoFaceError` naming ``name`` without any."""
     img = img.convert('RGB')
-    faces = list(detector(np.asarray(img)))
+    faces = main_face_first(detector(np.asarray(img)))
     if not faces:
         raise NoFaceError(
             f'{name}: no face found. The detector finds roughly frontal '
             'faces at least about 80 pixels wide; crop or enlarge the photo.')
-    if len(faces) > 1 and not all_faces:
-        raise SeveralFacesError(
-            f'{name}: found {len(faces)} faces, expected one. Crop the photo '
-            'to one face, or align every face with --all-faces '
-            '(<name>_01.png, <name>_02.png, ...).')
-    return [align_image(img, lm, output_size) for lm in faces]
+    n = len(faces)
+    if n == 1:
+        note = f'{name}: 1 face found ({faces[0].describe()})'
+    elif all_faces:
+        note = f'{name}: {n} faces found, aligned all {n}: ' + '; '.join(
+            f'{i}: {f.describe()}' for i, f in enumerate(faces, start=1))
+    else:
+        note = (f'{name}: {n} faces found, aligned the main one (the '
+                f'highest detection score: {faces[0].describe()}); not '
+                'aligned: ' + '; '.join(f.describe() for f in faces[1:]))
+    used = faces if all_faces else faces[:1]
+    return Aligned([align_image(img, f.landmarks, output_size) for f in used],
+                   faces, note)
+
+
+def align_faces(img: Image.Image, detector: Detector, output_size: int = 256,
+                name: str = 'image', all_faces: bool = False):
+    """The aligned crop of the main face of ``img`` as a one-item list
+    (every face with ``all_faces``); see :func:`align_photo`."""
+    return align_photo(img, detector, output_size, name, all_faces).crops
+
+
+def _align_file(path, detector, output_size, all_faces):
+    """align_photo of one file, or the message saying why it could not."""
+    name = os.path.basename(path)
+    try:
+        img = open_photo(path)
+    except OSError as e:  # not an image, truncated, unreadable
+        return f'{name}: cannot read the image ({e})'
+    try:
+        return align_photo(img, detector, output_size, name, all_faces)
+    except NoFaceError as e:
+        return str(e)
 
 
 def align_folder(in_dir, out_dir, detector: Detector, output_size: int = 256,
-                 all_faces: bool = False):
-    """Align every photo of ``in_dir`` into ``out_dir`` (PNG). Returns
-    (written paths, {photo: problem}) -- photos without exactly one face
-    are reported, not fatal."""
+                 all_faces: bool = False, jobs: int = 1):
+    """Align every photo of ``in_dir`` into ``out_dir`` (PNG): the main
+    face as ``<name>.png``, or every face as ``<name>_NN.png`` with
+    ``all_faces``. ``jobs`` photos are aligned at a time (threads: the
+    image transforms release the GIL). Returns (written paths, {photo:
+    problem}); a photo without a face or that cannot be read is reported,
+    not fatal, and a photo with several faces is named on stderr."""
     from tqdm.auto import tqdm
     if not os.path.isdir(in_dir):
         raise FileNotFoundError(f'input folder not found: {in_dir}')
@@ -227,20 +322,23 @@ def align_folder(in_dir, out_dir, detector: Detector, output_size: int = 256,
                    if f.lower().endswith(IMAGE_EXTS))
     os.makedirs(out_dir, exist_ok=True)
     written, problems = [], {}
-    for f in tqdm(files, desc='align'):
-        stem = os.path.splitext(f)[0]
-        try:
-            crops = align_faces(open_photo(os.path.join(in_dir, f)),
-                                detector, output_size, name=f,
-                                all_faces=all_faces)
-        except (NoFaceError, SeveralFacesError) as e:
-            problems[f] = str(e)
-            continue
-        for i, crop in enumerate(crops, start=1):
-            out = (f'{stem}.png' if len(crops) == 1 and not all_faces
-                   else f'{stem}_{i:02d}.png')
-            crop.save(os.path.join(out_dir, out), 'PNG')
-            written.append(os.path.join(out_dir, out))
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        results = pool.map(lambda f: _align_file(
+            os.path.join(in_dir, f), detector, output_size, all_faces), files)
+        for f, res in tqdm(zip(files, results), total=len(files),
+                           desc='align'):
+            if isinstance(res, str):
+                problems[f] = res
+                continue
+            if len(res.faces) > 1:
+                tqdm.write(res.note + ('' if all_faces else
+                                       ' (--all-faces writes every face)'),
+                           file=sys.stderr)
+            stem = os.path.splitext(f)[0]
+            for i, crop in enumerate(res.crops, start=1):
+                out = f'{stem}_{i:02d}.png' if all_faces else f'{stem}.png'
+                crop.save(os.path.join(out_dir, out), 'PNG')
+                written.append(os.path.join(out_dir, out))
     return written, problems
 
 
@@ -253,17 +351,22 @@ def main(argv=None):
                    help='folder for the aligned PNGs')
     p.add_argument('--predictor', default=None,
                    help=f'dlib {LANDMARKS_FILE} (default '
-                   f'{DEFAULT_PREDICTOR} or $DIFFAE_DLIB_LANDMARKS)')
+                   f'$DIFFAE_DLIB_LANDMARKS, {DEFAULT_PREDICTOR}, then '
+                   f'{SYSTEM_PREDICTOR})')
     p.add_argument('--size', type=int, default=256,
                    help='output size in pixels (official: 256)')
     p.add_argument('--all-faces', action='store_true',
-                   help='write every face of a photo (<name>_NN.png)')
+                   help='write every face of a photo (<name>_NN.png); by '
+                   'default only the main face (highest detection score)')
+    p.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+                   help='photos aligned at a time (default: 2 or the '
+                   'number of CPUs if fewer)')
     args = p.parse_args(argv)
     try:
         detector = DlibLandmarks(args.predictor)
         written, problems = align_folder(
             args.input_imgs_path, args.output_imgs_path, detector,
-            args.size, args.all_faces)
+            args.size, args.all_faces, args.jobs)
     except (DetectorUnavailableError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@
     python app.py --template ffhq256_autoenc --cls-template \\
         ffhq256_autoenc_cls --latent-template ffhq256_autoenc_latent
 
-Upload one or two images (optionally FFHQ-aligned with align.py) ->
+Upload one or two images (optionally FFHQ-aligned with align.py: the main
+face; the page says how many faces it found) ->
 reconstruction; attribute sliders (the trained classifier's directions);
 interpolation between the two uploads; unconditional samples through the
 latent DPM. Runs on the CPU; renders are queued and show their progress.
@@ -20,7 +21,7 @@ import app_logic as logic
 from inference import add_front_end_arguments, front_end_precision
 
 
-def tab_edit(gr, models, run, img_a, align_face):
+def tab_edit(gr, models, run, img_a, align_face, align_note):
     """Reconstruction, and one slider per classifier attribute."""
     with gr.Row():
         model_in = gr.Image(label='Model input', format='png',
@@ -32,8 +33,11 @@ def tab_edit(gr, models, run, img_a, align_face):
                           elem_id='edited', interactive=False, height=200)
     btn = gr.Button('Reconstruct', variant='primary')
     def rec(im, al, progress=gr.Progress(track_tqdm=True)):
-        return run(logic.reconstruct, models, im, al)
-    btn.click(rec, [img_a, align_face], [model_in, recon])
+        shown, out = run(logic.reconstruct, models, im, al)
+        # how many faces the aligner saw and which one it used (cached)
+        note = logic.align_upload(models, im)[1] if al else ''
+        return shown, out, note
+    btn.click(rec, [img_a, align_face], [model_in, recon, align_note])
     names = models.attributes
     if not names:
         gr.Markdown('Manipulation unavailable: '
@@ -116,9 +120,11 @@ def build(models: logic.Models):
                     value=False, interactive=models.aligner is not None,
                     info=None if models.aligner is not None else
                     'unavailable: ' + models.problems.get('aligner', ''))
+                align_note = gr.Markdown(elem_id='align_note')
             with gr.Column(scale=3):
                 with gr.Tab('Reconstruct & manipulate'):
-                    tab_edit(gr, models, run, img_a, align_face)
+                    tab_edit(gr, models, run, img_a, align_face,
+                             align_note)
                 with gr.Tab('Interpolate'):
                     tab_interpolate(gr, models, run, img_a, img_b,
                                     align_face)
@@ -150,7 +156,8 @@ def parse_args(argv=None):
                    help='where the checkpoints are (conf.base_dir)')
     p.add_argument('--predictor', default=None,
                    help='dlib shape_predictor_68_face_landmarks.dat for '
-                   'face alignment (default checkpoints/)')
+                   'face alignment (default $DIFFAE_DLIB_LANDMARKS, '
+                   'checkpoints/, then /usr/share/dlib/)')
     add_front_end_arguments(p)
     p.add_argument('--T', type=int, default=None,
                    help='render steps (default: DDIM 20, dpmpp_2m 10)')

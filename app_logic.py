@@ -72,6 +72,7 @@ class Models:
     aligner: object = None
     problems: Dict[str, str] = field(default_factory=dict)
     _codes: 'OrderedDict' = field(default_factory=OrderedDict)
+    _aligned: 'OrderedDict' = field(default_factory=OrderedDict)
 
     def need(self, part: str):
         model = getattr(self, part)
@@ -177,19 +178,34 @@ def to_pil(img01: torch.Tensor, size: int = DISPLAY_SIZE) -> Image.Image:
     return pil
 
 
+def align_upload(models: Models, img: Image.Image):
+    """(the FFHQ-aligned crop of the upload's main face, a note saying how
+    many faces were found and which one was used); the last few are
+    cached (moving a slider does not align again)."""
+    aligner = models.need('aligner')
+    size = max(256, models.need('autoenc').conf.img_size)
+    key = hashlib.sha1(img.tobytes() + repr((img.size, img.mode, size))
+                       .encode()).hexdigest()
+    if key not in models._aligned:
+        try:
+            res = align.align_photo(img, aligner, output_size=size,
+                                    name='upload')
+        except align.NoFaceError as e:
+            raise Unavailable(str(e)) from e
+        models._aligned[key] = (res.crops[0], res.note)
+        while len(models._aligned) > 8:
+            models._aligned.popitem(last=False)
+    return models._aligned[key]
+
+
 def prepare(models: Models, img: Image.Image, align_face: bool = False):
     """An uploaded image -> the model's input (1, 3, S, S) in [-1, 1];
-    FFHQ-aligned first when asked (needs align.py's detector)."""
+    FFHQ-aligned first when asked (the main face, see align_upload)."""
     if img is None:
         raise Unavailable('upload an image first')
     ae = models.need('autoenc')
     if align_face:
-        aligner = models.need('aligner')
-        try:
-            img = align.align_faces(img, aligner, output_size=max(
-                256, ae.conf.img_size))[0]
-        except (align.NoFaceError, align.SeveralFacesError) as e:
-            raise Unavailable(str(e)) from e
+        img = align_upload(models, img)[0]
     return to_model_input(img, ae.conf.img_size)[None].to(
         models.settings.device)
 

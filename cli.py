@@ -12,8 +12,10 @@
 The checkpoint is ``checkpoints/<template name>/last.ckpt`` unless --ckpt
 says otherwise. Input images are resized and center-cropped to the
 template's size. Face photos for the FFHQ/CelebA-HQ models must be
-aligned first: ``--align`` does it on the fly (align.py; needs dlib and its
-landmark file), or run ``python align.py -i imgs -o imgs_align`` once.
+aligned first: ``--align`` does it on the fly (align.py, the main face of
+each photo; needs dlib and its landmark file: ``make align-deps`` and
+``apt-get install libdlib-data``), or run ``python align.py -i imgs -o
+imgs_align`` once.
 
 ``export`` writes the EMA weights (and z_sem statistics) of a checkpoint
 as a .safetensors file that records its template: a --ckpt (--cls-ckpt)
@@ -65,7 +67,8 @@ def load_model(args):
 
 def load_images(paths, size, aligner=None):
     """Images in [-1, 1], resized and center-cropped to ``size``; with an
-    ``aligner`` (align.py's detector), FFHQ-aligned first. Every file that
+    ``aligner`` (align.py's detector), FFHQ-aligned first (the main face
+    of a photo with several: stderr says how many). Every file that
     cannot be read is named, all at once."""
     out, errors = [], []
     for p in paths:
@@ -80,11 +83,13 @@ def load_images(paths, size, aligner=None):
             continue
         if aligner is not None:
             try:
-                img = align.align_faces(align.open_photo(p), aligner,
-                                        output_size=max(size, 256),
-                                        name=p)[0]
-            except (align.NoFaceError, align.SeveralFacesError) as e:
+                res = align.align_photo(align.open_photo(p), aligner,
+                                        output_size=max(size, 256), name=p)
+            except align.NoFaceError as e:
                 raise SystemExit(str(e))
+            if len(res.faces) > 1:  # the main face, and say so
+                print(res.note, file=sys.stderr)
+            img = res.crops[0]
         out.append(to_model_input(img, size))
     if errors:
         raise SystemExit(f'cannot read {len(errors)} of {len(paths)} '
@@ -250,7 +255,8 @@ def parse_args(argv=None):
                         'dlib and its landmark file)')
         sp.add_argument('--predictor', default=None,
                         help='dlib shape_predictor_68_face_landmarks.dat '
-                        '(default checkpoints/)')
+                        '(default $DIFFAE_DLIB_LANDMARKS, checkpoints/, '
+                        'then /usr/share/dlib/)')
 
     sp = sub.add_parser('autoencode', help='reconstruct images')
     common(sp)

@@ -1,6 +1,7 @@
 """align.py: the FFHQ alignment geometry on a synthetic face with known
-landmarks (no detector needed), and the messages for no face, several
-faces and a missing detector file."""
+landmarks (no detector needed), the main face of several, and the
+messages for no face, an unreadable photo and a missing detector file.
+The real detector on real photos: test_align_photos.py."""
 import math
 
 import numpy as np
@@ -84,20 +85,43 @@ def test_eyes_land_where_the_ffhq_recipe_puts_them(scale, angle, size,
         assert abs(cx - x) < 1 and abs(cy - y) < 1, (colour, cx, cy)
 
 
-def test_no_face_and_several_faces_say_so():
+@pytest.fixture
+def small_transform(monkeypatch):
+    """The FFHQ transform at 64 px instead of 4096 (these tests check which
+    faces are aligned, not the pixels of the recipe: see above)."""
+    full = align.align_image
+    monkeypatch.setattr(align, 'align_image', lambda img, lm, size=256: full(
+        img, lm, size, transform_size=64))
+
+
+def test_no_face_says_so_and_several_faces_align_the_main_one(
+        small_transform):
     img = Image.new('RGB', (64, 64))
     lm = face_landmarks((20, 25), (44, 25), (24, 45), (40, 45))
+    other = face_landmarks((10, 10), (30, 12), (12, 30), (28, 31))
     with pytest.raises(align.NoFaceError, match=r'me\.jpg: no face found'):
         align.align_faces(img, lambda a: [], name='me.jpg')
-    with pytest.raises(align.SeveralFacesError,
-                       match=r'us\.jpg: found 2 faces.*--all-faces'):
-        align.align_faces(img, lambda a: [lm, lm], name='us.jpg')
-    both = align.align_faces(img, lambda a: [lm, lm], output_size=32,
+    # the highest detection score is the main face, wherever it is listed
+    faces = [align.Face(other, (0, 0, 40, 40), 0.2),
+             align.Face(lm, (10, 10, 50, 50), 1.5)]
+    res = align.align_photo(img, lambda a: faces, output_size=32,
+                            name='us.jpg')
+    assert len(res.crops) == 1 and res.faces[0].score == 1.5
+    want = align.align_image(img, lm, 32)
+    assert np.array_equal(np.asarray(res.crops[0]), np.asarray(want))
+    assert res.note.startswith('us.jpg: 2 faces found, aligned the main')
+    assert 'score 1.50, box 40x40 at (10, 10)' in res.note
+    both = align.align_faces(img, lambda a: faces, output_size=32,
                              all_faces=True)
     assert [c.size for c in both] == [(32, 32), (32, 32)]
+    # bare landmark arrays (no score): the detector's first one
+    first = align.align_faces(img, lambda a: [other, lm], output_size=32)
+    assert np.array_equal(np.asarray(first[0]),
+                          np.asarray(align.align_image(img, other, 32)))
 
 
-def test_folder_writes_one_png_per_face_and_reports_the_rest(tmp_path):
+def test_folder_writes_the_main_face_and_reports_the_rest(tmp_path, capsys,
+                                                          small_transform):
     src = tmp_path / 'imgs'
     src.mkdir()
     lm = face_landmarks((20, 25), (44, 25), (24, 45), (40, 45))
@@ -106,23 +130,62 @@ def test_folder_writes_one_png_per_face_and_reports_the_rest(tmp_path):
              'two.png': (66, [lm, lm])}
     for name, (width, _) in faces.items():
         Image.new('RGB', (width, 64)).save(src / name)
+    (src / 'broken.jpg').write_bytes(b'not a photo')
     by_width = dict(faces.values())
     written, problems = align.align_folder(
         src, tmp_path / 'out', lambda a: by_width[a.shape[1]],
-        output_size=32)
-    assert [p.rsplit('/', 1)[1] for p in map(str, written)] == ['one.png']
+        output_size=32, jobs=2)
+    assert [p.rsplit('/', 1)[1] for p in map(str, written)] == [
+        'one.png', 'two.png']
     assert Image.open(written[0]).size == (32, 32)
-    assert sorted(problems) == ['none.png', 'two.png']
+    assert sorted(problems) == ['broken.jpg', 'none.png']
+    assert 'broken.jpg: cannot read the image' in problems['broken.jpg']
+    assert 'two.png: 2 faces found' in capsys.readouterr().err
+    written, _ = align.align_folder(
+        src, tmp_path / 'all', lambda a: by_width[a.shape[1]],
+        output_size=32, all_faces=True)
+    assert [p.rsplit('/', 1)[1] for p in map(str, written)] == [
+        'one_01.png', 'two_01.png', 'two_02.png']
 
 
-def test_missing_landmark_file_names_it(tmp_path, capsys):
+def test_missing_landmark_file_names_the_places_and_installs(tmp_path,
+                                                             capsys):
     missing = tmp_path / 'nowhere' / align.LANDMARKS_FILE
     (tmp_path / 'imgs').mkdir()
     rc = align.main(['-i', str(tmp_path / 'imgs'), '-o',
                      str(tmp_path / 'out'), '--predictor', str(missing)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert str(missing) in err and align.LANDMARKS_URL in err
+    for text in (str(missing), '--predictor', 'DIFFAE_DLIB_LANDMARKS',
+                 'checkpoints/' + align.LANDMARKS_FILE,
+                 '/usr/share/dlib/' + align.LANDMARKS_FILE,
+                 'apt-get install libdlib-data', 'make align-deps'):
+        assert text in err, text
+
+
+def test_landmark_file_is_found_in_the_default_places(tmp_path,
+                                                      monkeypatch):
+    monkeypatch.delenv('DIFFAE_DLIB_LANDMARKS', raising=False)
+    monkeypatch.chdir(tmp_path)
+    system = tmp_path / 'system.dat'
+    monkeypatch.setattr(align, 'SYSTEM_PREDICTOR', str(system))
+    with pytest.raises(align.DetectorUnavailableError, match='system.dat'):
+        align.find_predictor()
+    system.write_bytes(b'')
+    assert align.find_predictor() == str(system)
+    local = tmp_path / align.DEFAULT_PREDICTOR
+    local.parent.mkdir()
+    local.write_bytes(b'')
+    assert align.find_predictor() == align.DEFAULT_PREDICTOR
+    env = tmp_path / 'env.dat'
+    monkeypatch.setenv('DIFFAE_DLIB_LANDMARKS', str(env))
+    with pytest.raises(align.DetectorUnavailableError, match='env.dat'):
+        align.find_predictor()  # a named file must be there
+    env.write_bytes(b'')
+    assert align.find_predictor() == str(env)
+    given = tmp_path / 'given.dat'  # --predictor comes first
+    given.write_bytes(b'')
+    assert align.find_predictor(str(given)) == str(given)
 
 
 def test_cli_align_feeds_the_aligned_crop_to_the_model(tmp_path):

@@ -101,6 +101,26 @@ def test_reconstruct_manipulate_interpolate_sample(models, demo):
             app_logic.reconstruct(models, img, align_face=True)
 
 
+def test_align_uses_the_main_face_and_names_the_count(models):
+    import app_logic
+    if models.aligner is None:
+        pytest.skip('the real face detector is not installed: '
+                    + models.problems['aligner'])
+    photos = ROOT / 'tests' / 'photos'
+    img = Image.open(photos / 'astronaut.jpg')
+    shown, _ = app_logic.reconstruct(models, img, align_face=True)
+    note = app_logic.align_upload(models, img)[1]
+    assert note.startswith('upload: 2 faces found, aligned the main one')
+    import align
+    import cli
+    crop = align.align_photo(img, models.aligner).crops[0]
+    want = app_logic.to_pil((cli.to_model_input(crop, 32) + 1) / 2)
+    assert diff(shown, want).max() == 0
+    with pytest.raises(app_logic.Unavailable, match='no face found'):
+        app_logic.reconstruct(models, Image.open(photos / 'coffee.jpg'),
+                              align_face=True)
+
+
 # ----------------------------------------------------------------------
 # the page in a real browser
 # ----------------------------------------------------------------------
@@ -133,18 +153,16 @@ def wait_for_server(url, proc, log, timeout=120):
                          + log.read_text())
 
 
-def test_page_in_headless_chromium(demo, tmp_path):
+@pytest.fixture(scope='module')
+def served(demo, tmp_path_factory):
+    """(url, Chromium path) of app.py serving the demo tree (one server
+    for this module's browser tests)."""
     browser_exe = chromium_path()
     if browser_exe is None:
         pytest.skip('no Chromium found (apt-get install chromium, or set '
                     'DIFFAE_CHROMIUM)')
-    # a requirement (requirements.txt): a missing package fails the test
-    from playwright.sync_api import sync_playwright
-
-    upload = tmp_path / 'shape.png'
-    shape_image(demo, 2).save(upload)
     port = free_port()
-    log = tmp_path / 'app.log'
+    log = tmp_path_factory.mktemp('app') / 'app.log'
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False',
                PYTHONUNBUFFERED='1')
     with open(log, 'w') as out:
@@ -152,43 +170,11 @@ def test_page_in_headless_chromium(demo, tmp_path):
             [sys.executable, str(ROOT / 'app.py'), '--base-dir',
              str(demo / 'checkpoints'), '--port', str(port), '--T', '4',
              '--T-inv', '4', '--T-latent', '4', '--device', 'cpu'],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+            cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f'http://127.0.0.1:{port}/'
         wait_for_server(url, proc, log)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=browser_exe,
-                                         headless=True,
-                                         args=['--no-sandbox'])
-            try:
-                page = browser.new_page(viewport={'width': 1280,
-                                                  'height': 800})
-                page.set_default_timeout(60_000)
-                page.goto(url)
-                page.locator('#img_a input[type=file]').set_input_files(
-                    str(upload))
-                page.locator('#img_a img').wait_for()
-                page.get_by_role('button', name='Reconstruct').click()
-                rec_img = page.locator('#recon img')
-                rec_img.wait_for()
-                rec_data = page.request.get(
-                    rec_img.get_attribute('src')).body()
-                # move the 'large' slider: click at 90% of its track
-                track = page.locator('#attr_large input[type=range]')
-                track.scroll_into_view_if_needed()
-                box = track.bounding_box()
-                page.mouse.click(box['x'] + 0.9 * box['width'],
-                                 box['y'] + box['height'] / 2)
-                amount = float(track.input_value())
-                assert amount > 0.5, amount
-                out_img = page.locator('#edited img')
-                out_img.wait_for()
-                src = out_img.get_attribute('src')
-                data = page.request.get(src).body()
-                page.screenshot(path=str(tmp_path / 'app.png'),
-                                full_page=True)
-            finally:
-                browser.close()
+        yield url, browser_exe
     finally:
         proc.terminate()
         try:
@@ -197,17 +183,92 @@ def test_page_in_headless_chromium(demo, tmp_path):
             proc.kill()
             proc.wait(timeout=20)
 
-    (tmp_path / 'edited.png').write_bytes(data)
-    edited = Image.open(tmp_path / 'edited.png').convert('RGB')
+
+def open_page(pw, served, upload):
+    """(browser, page) of the served page with ``upload`` as the image."""
+    url, browser_exe = served
+    browser = pw.chromium.launch(executable_path=browser_exe, headless=True,
+                                 args=['--no-sandbox'])
+    page = browser.new_page(viewport={'width': 1280, 'height': 800})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.locator('#img_a input[type=file]').set_input_files(str(upload))
+    page.locator('#img_a img').wait_for()
+    return browser, page
+
+
+def fetch_image(page, locator, path):
+    """The PNG an <img> shows, saved to ``path`` and opened (RGB)."""
+    path.write_bytes(page.request.get(locator.get_attribute('src')).body())
+    return Image.open(path).convert('RGB')
+
+
+def test_page_in_headless_chromium(demo, served, tmp_path):
+    # a requirement (requirements.txt): a missing package fails the test
+    from playwright.sync_api import sync_playwright
+
+    upload = tmp_path / 'shape.png'
+    shape_image(demo, 2).save(upload)
+    with sync_playwright() as pw:
+        browser, page = open_page(pw, served, upload)
+        try:
+            page.get_by_role('button', name='Reconstruct').click()
+            rec_img = page.locator('#recon img')
+            rec_img.wait_for()
+            recon = fetch_image(page, rec_img, tmp_path / 'recon.png')
+            # move the 'large' slider: click at 90% of its track
+            track = page.locator('#attr_large input[type=range]')
+            track.scroll_into_view_if_needed()
+            box = track.bounding_box()
+            page.mouse.click(box['x'] + 0.9 * box['width'],
+                             box['y'] + box['height'] / 2)
+            amount = float(track.input_value())
+            assert amount > 0.5, amount
+            out_img = page.locator('#edited img')
+            out_img.wait_for()
+            edited = fetch_image(page, out_img, tmp_path / 'edited.png')
+            page.screenshot(path=str(tmp_path / 'app.png'), full_page=True)
+        finally:
+            browser.close()
+
     assert edited.size == (256, 256)
     shown = Image.open(upload).convert('RGB').resize((256, 256),
                                                      Image.NEAREST)
     assert diff(edited, shown).mean() > 5
     # the slider moved z_sem: not the plain reconstruction
-    (tmp_path / 'recon.png').write_bytes(rec_data)
-    recon = Image.open(tmp_path / 'recon.png').convert('RGB')
     assert recon.size == (256, 256) and diff(edited, recon).mean() > 1
     if os.environ.get('DIFFAE_APP_SCREENSHOT'):
         # a small PNG for the README (128 colours)
         Image.open(tmp_path / 'app.png').convert('RGB').quantize(128).save(
             os.environ['DIFFAE_APP_SCREENSHOT'], optimize=True)
+
+
+def test_page_aligns_the_main_face_of_a_real_photo(served, tmp_path):
+    """Align ticked on a real photo with a false second detection: the
+    page shows the aligned crop of the main face as the model's input,
+    reconstructs it and says how many faces it found."""
+    import align
+    import app_logic
+    import cli
+    from playwright.sync_api import expect, sync_playwright
+    try:
+        detector = align.DlibLandmarks()
+    except align.DetectorUnavailableError as e:
+        pytest.skip(f'the real face detector is not installed: {e}')
+    upload = ROOT / 'tests' / 'photos' / 'astronaut.jpg'
+    with sync_playwright() as pw:
+        browser, page = open_page(pw, served, upload)
+        try:
+            page.get_by_label('Align the face first').check()
+            page.get_by_role('button', name='Reconstruct').click()
+            expect(page.locator('#align_note')).to_contain_text(
+                '2 faces found, aligned the main one')
+            shown = fetch_image(page, page.locator('#model_in img'),
+                                tmp_path / 'model_in.png')
+            page.locator('#recon img').wait_for()
+        finally:
+            browser.close()
+    # align.py's crop of the main face, as the demo model (32 px) sees it
+    crop = align.align_photo(Image.open(upload), detector).crops[0]
+    want = app_logic.to_pil((cli.to_model_input(crop, 32) + 1) / 2)
+    assert diff(shown, want).max() <= 1
