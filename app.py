@@ -18,6 +18,7 @@ import sys
 import torch
 
 import app_logic as logic
+from inference import add_front_end_arguments, front_end_precision
 
 
 def tab_edit(gr, models, run, img_a, align_face, align_note):
@@ -157,11 +158,14 @@ def parse_args(argv=None):
                    help='dlib shape_predictor_68_face_landmarks.dat for '
                    'face alignment (default $DIFFAE_DLIB_LANDMARKS, '
                    'checkpoints/, then /usr/share/dlib/)')
-    p.add_argument('--T', type=int, default=d.T, help='DDIM render steps')
-    p.add_argument('--T-inv', type=int, default=d.T_inv,
-                   help='DDIM steps to encode x_T')
-    p.add_argument('--T-latent', type=int, default=d.T_latent,
-                   help='latent DPM steps for samples')
+    add_front_end_arguments(p)
+    p.add_argument('--T', type=int, default=None,
+                   help='render steps (default: DDIM 20, dpmpp_2m 10)')
+    p.add_argument('--T-inv', type=int, default=None,
+                   help='steps to encode x_T (default: DDIM 50, dpmpp_2m '
+                   '25)')
+    p.add_argument('--T-latent', type=int, default=None,
+                   help='latent DPM steps for samples (default 50)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available()
                    else 'cpu')
     p.add_argument('--host', default='127.0.0.1')
@@ -177,8 +181,9 @@ def main(argv=None):
         cls_template=args.cls_template or None, cls_ckpt=args.cls_ckpt,
         latent_template=args.latent_template or None,
         latent_ckpt=args.latent_ckpt, base_dir=args.base_dir,
-        predictor=args.predictor, T=args.T, T_inv=args.T_inv,
-        T_latent=args.T_latent, device=args.device)
+        predictor=args.predictor, solver=args.solver, T=args.T,
+        T_inv=args.T_inv, T_latent=args.T_latent, device=args.device,
+        precision=front_end_precision(args.precision))
     models = logic.load_models(settings)
     print(models.status().replace('**', ''), flush=True)
     if models.autoenc is None:

@@ -20,7 +20,7 @@ import align
 import checkpoint_io
 import renderer
 from experiment_classifier import ClsModel
-from inference import to_model_input
+from inference import FRONT_END_SOLVER, steps_matching_ddim, to_model_input
 from model_loading import checkpoint_of, load_diffae, template_conf
 
 DEMO = {'template': 'shapes32_autoenc', 'cls_template': 'shapes32_autoenc_cls',
@@ -44,10 +44,23 @@ class Settings:
     latent_ckpt: Optional[str] = None
     base_dir: str = 'checkpoints'
     predictor: Optional[str] = None       # dlib landmark file (align.py)
-    T: int = 20                           # DDIM steps to render
-    T_inv: int = 50                       # DDIM steps to encode x_T
-    T_latent: int = 50
+    # ODE solver ('dpmpp_2m' or the official 'ddim') and its step counts;
+    # a count left None is DDIM's former default (render 20, encode 50,
+    # latent 50) or where the solver matches it (steps_matching_ddim)
+    solver: str = FRONT_END_SOLVER
+    T: Optional[int] = None               # steps to render
+    T_inv: Optional[int] = None           # steps to encode x_T
+    T_latent: Optional[int] = None
     device: str = 'cpu'
+    # 'auto': what this machine runs fastest; None: the official float32
+    precision: Optional[str] = 'auto'
+
+    def __post_init__(self):
+        for name, ddim, latent in (('T', 20, False), ('T_inv', 50, False),
+                                   ('T_latent', 50, True)):
+            if getattr(self, name) is None:
+                setattr(self, name, steps_matching_ddim(self.solver, ddim,
+                                                         latent))
 
 
 @dataclass
@@ -114,7 +127,8 @@ def load_models(s: Settings) -> Models:
     found = _found(m, 'autoenc', s.template, s.ckpt,
                    'autoencoder checkpoint', '--ckpt')
     if found:
-        m.autoenc = load_diffae(*found, s.device)
+        m.autoenc = load_diffae(*found, s.device, precision=s.precision,
+                                solver=s.solver)
         for T in (s.T, s.T_inv):  # a bad step count fails now, not later
             m.autoenc.sampler(T)
 
@@ -139,7 +153,8 @@ def load_models(s: Settings) -> Models:
                                          'latent DPM checkpoint',
                                          '--latent-ckpt')
     if found:
-        m.latent = load_diffae(*found, s.device)
+        m.latent = load_diffae(*found, s.device, precision=s.precision,
+                               solver=s.solver)
     elif not s.latent_template:
         m.problems['latent'] = 'no --latent-template given'
     try:

@@ -104,6 +104,9 @@ class GenerativeType(Enum):
     """How a sample is generated."""
     ddpm = 'ddpm'
     ddim = 'ddim'
+    # opt-in: DPM-Solver++(2M), the second-order multistep ODE solver (Lu et
+    # al. 2022) on DDIM's steps; deterministic, inverts like DDIM
+    dpmpp_2m = 'dpmpp_2m'
 
 
 class OptimizerType(Enum):

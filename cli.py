@@ -34,7 +34,9 @@ import checkpoint_io
 import renderer
 from dataset_util import open_image
 from experiment_classifier import ClsModel, export_classifier
-from inference import DiffAE, export_weights, to_model_input
+from inference import (DiffAE, add_front_end_arguments, export_weights,
+                       front_end_precision, steps_matching_ddim,
+                       to_model_input)
 from model_loading import load_diffae, load_template, template_conf
 
 
@@ -53,11 +55,14 @@ def load_model(args):
     """The DiffAE of --template with the weights of --ckpt (default
     checkpoints/<name>/last.ckpt; a .safetensors export names its own
     template), on --device."""
+    options = dict(precision=front_end_precision(args.precision),
+                   solver=args.solver)
     if _weights_file(args.template, args.ckpt) and args.template is None:
-        return DiffAE.from_checkpoint(None, args.ckpt).to(args.device)
+        return DiffAE.from_checkpoint(None, args.ckpt, **options).to(
+            args.device)
     conf = template_conf(args.template,
                          latent_infer_path=args.latent_infer_path)
-    return load_diffae(conf, args.ckpt, args.device)
+    return load_diffae(conf, args.ckpt, args.device, **options)
 
 
 def load_images(paths, size, aligner=None):
@@ -236,10 +241,13 @@ def parse_args(argv=None):
         sp.add_argument('--force', action='store_true',
                         help='overwrite an earlier result (default: write '
                         '<name>-1.png, <name>-2.png, ...)')
-        sp.add_argument('--T', type=int, default=20,
-                        help='DDIM steps for rendering')
-        sp.add_argument('--T-inv', type=int, default=100,
-                        help='DDIM steps for encoding x_T')
+        add_front_end_arguments(sp)
+        sp.add_argument('--T', type=int, default=None,
+                        help='steps for rendering (default: DDIM 20, '
+                        'dpmpp_2m 10)')
+        sp.add_argument('--T-inv', type=int, default=None,
+                        help='steps for encoding x_T (default: DDIM 100, '
+                        'dpmpp_2m 50)')
         sp.add_argument('--device', default='cuda'
                         if torch.cuda.is_available() else 'cpu')
         sp.add_argument('--align', action='store_true',
@@ -275,10 +283,17 @@ def parse_args(argv=None):
     sp = sub.add_parser('sample', help='unconditional samples')
     common(sp)
     sp.add_argument('-n', type=int, default=8)
-    sp.add_argument('--T-latent', type=int, default=20)
+    sp.add_argument('--T-latent', type=int, default=None,
+                    help='latent DPM steps (default 20 for both solvers)')
     sp.add_argument('--seed', type=int, default=0)
     sp.set_defaults(fn=sample)
 
+    add_export_parser(sub)
+    return with_step_defaults(p.parse_args(argv))
+
+
+def add_export_parser(sub):
+    """The 'export' subcommand (EMA weights as .safetensors)."""
     sp = sub.add_parser('export', help='EMA weights as .safetensors')
     sp.add_argument('--template', required=True,
                     help='template of the checkpoint (autoencoder, latent '
@@ -291,7 +306,18 @@ def parse_args(argv=None):
                     help='overwrite OUT (default: write OUT-1 ...)')
     sp.add_argument('out_file', metavar='OUT.safetensors')
     sp.set_defaults(fn=export)
-    return p.parse_args(argv)
+
+
+def with_step_defaults(args):
+    """Fill the step counts left out: DDIM's former defaults (render 20,
+    encode 100, latent 20), or the counts where the chosen solver matches
+    them (inference.steps_matching_ddim)."""
+    for name, ddim, latent in (('T', 20, False), ('T_inv', 100, False),
+                               ('T_latent', 20, True)):
+        if getattr(args, name, 0) is None:
+            setattr(args, name, steps_matching_ddim(args.solver, ddim,
+                                                         latent))
+    return args
 
 
 def main(argv=None):

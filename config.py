@@ -393,15 +393,17 @@ class TrainConfig(BaseConfig):
     # ------------------------------------------------------------------
     # diffusion processes
     # ------------------------------------------------------------------
-    def make_diffusion_conf(self, T=None):
-        """The image diffusion with ``T`` evenly spaced steps (of self.T;
-        None: all of them, the training process)."""
+    def make_diffusion_conf(self, T=None, gen_type=None):
+        """The image diffusion with ``T`` spaced steps (of self.T; None:
+        all of them, the training process), sampled with ``gen_type``
+        (default conf.beatgans_gen_type)."""
         T = self.T if T is None else T
+        gen_type = GenerativeType(gen_type or self.beatgans_gen_type)
         if self.diffusion_type != 'beatgans':
             raise NotImplementedError(
                 f"diffusion_type '{self.diffusion_type}': only 'beatgans'")
         return SpacedDiffusionBeatGansConfig(
-            gen_type=self.beatgans_gen_type,
+            gen_type=gen_type,
             model_type=self.model_type,
             betas=get_named_beta_schedule(self.beta_scheduler, self.T),
             model_mean_type=self.beatgans_model_mean_type,
@@ -410,7 +412,7 @@ class TrainConfig(BaseConfig):
             rescale_timesteps=self.beatgans_rescale_timesteps,
             use_timesteps=space_timesteps(
                 num_timesteps=self.T,
-                section_counts=_section_counts(self.beatgans_gen_type, T)),
+                section_counts=_section_counts(gen_type, T)),
             fp16=self.fp16,
             loss_weighting=self.loss_weighting,
             loss_weighting_gamma=self.loss_weighting_gamma,
@@ -419,13 +421,15 @@ class TrainConfig(BaseConfig):
             lpips_t_max=self.lpips_loss_t_max,
         )
 
-    def make_latent_diffusion_conf(self, T=None):
+    def make_latent_diffusion_conf(self, T=None, gen_type=None):
         """The latent DPM's diffusion with ``T`` steps (of the same full
-        self.T; None: all of them)."""
+        self.T; None: all of them), sampled with ``gen_type`` (default
+        conf.latent_gen_type)."""
         T = self.T if T is None else T
+        gen_type = GenerativeType(gen_type or self.latent_gen_type)
         return SpacedDiffusionBeatGansConfig(
             train_pred_xstart_detach=self.train_pred_xstart_detach,
-            gen_type=self.latent_gen_type,
+            gen_type=gen_type,
             # the latent net is a plain (unconditional) DPM
             model_type=ModelType.ddpm,
             betas=get_named_beta_schedule(self.latent_beta_scheduler, self.T),
@@ -435,7 +439,7 @@ class TrainConfig(BaseConfig):
             rescale_timesteps=self.latent_rescale_timesteps,
             use_timesteps=space_timesteps(
                 num_timesteps=self.T,
-                section_counts=_section_counts(self.latent_gen_type, T)),
+                section_counts=_section_counts(gen_type, T)),
             fp16=self.fp16,
         )
 
@@ -569,6 +573,10 @@ def _section_counts(gen_type: GenerativeType, T: int):
         return [T]
     if gen_type == GenerativeType.ddim:
         return f'ddim{T}'
+    if gen_type == GenerativeType.dpmpp_2m:
+        # quadratic in time: on DDIM's uniform steps the last one into t = 0
+        # is a large log-SNR jump that a second-order step cannot bridge
+        return f'quad{T}'
     raise NotImplementedError(gen_type)
 
 

@@ -175,21 +175,34 @@ class LitModel(pl.LightningModule):
     def denormalize(self, cond):
         return self.inference.denormalize(cond)
 
-    def sample(self, N, device, T=None, T_latent=None, progress=False):
+    def sample(self, N, device, T=None, T_latent=None, progress=False,
+               solver=None, latent_solver=None):
         """N unconditional images in [0, 1] (see DiffAE.sample)."""
-        return self.inference.sample(N, device, T, T_latent, progress)
+        return self.inference.sample(N, device, T, T_latent, progress,
+                                     solver=solver,
+                                     latent_solver=latent_solver)
 
-    def render(self, noise, cond=None, T=None, progress=False):
-        """Decode x_T and z_sem into images in [0, 1] (DiffAE.render)."""
-        return self.inference.render(noise, cond, T, progress)
+    def render(self, noise, cond=None, T=None, progress=False, solver=None):
+        """Decode x_T and z_sem into images in [0, 1] (DiffAE.render;
+        ``solver`` e.g. 'dpmpp_2m', default the config's DDIM)."""
+        return self.inference.render(noise, cond, T, progress, solver=solver)
+
+    def interpolate(self, cond_a, xT_a, cond_b, xT_b, alphas, T=None,
+                    progress=False, solver=None):
+        """Images in [0, 1] between two encoded images
+        (DiffAE.interpolate)."""
+        return self.inference.interpolate(cond_a, xT_a, cond_b, xT_b, alphas,
+                                          T, progress, solver=solver)
 
     def encode(self, x):
         """Images in [-1, 1] -> z_sem (DiffAE.encode)."""
         return self.inference.encode(x)
 
-    def encode_stochastic(self, x, cond, T=None, progress=False):
+    def encode_stochastic(self, x, cond, T=None, progress=False,
+                          solver=None):
         """Images and their z_sem -> x_T (DiffAE.encode_stochastic)."""
-        return self.inference.encode_stochastic(x, cond, T, progress)
+        return self.inference.encode_stochastic(x, cond, T, progress,
+                                                solver=solver)
 
     def forward(self, noise=None, x_start=None, ema_model: bool = False):
         model = self.ema_model if ema_model else self.model

@@ -102,7 +102,9 @@ class ClsModel(pl.LightningModule):
         encodes the training images."""
         conf = self.conf.clone()
         conf.latent_infer_path = None
-        self.autoencoder = DiffAE.from_checkpoint(conf, path).to(self.device)
+        # the official numerics: z_sem for training as the reference infers it
+        self.autoencoder = DiffAE.from_checkpoint(
+            conf, path, precision=None).to(self.device)
 
     # -- checkpoints hold the classifier only ---------------------------
     def load_state_dict(self, state_dict, strict: bool = True, assign=False):

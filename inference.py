@@ -14,6 +14,7 @@ give the same numbers. Image ranges: inputs in [-1, 1]; ``render`` and
     xT = model.encode_stochastic(x, cond, T=250)
     img = model.render(xT, cond, T=20)
 """
+import functools
 import os
 import warnings
 from typing import Optional
@@ -23,8 +24,10 @@ from torch import nn
 
 import checkpoint_io
 import hardware
+import inference_precision
 import renderer
 import validation
+from choices import GenerativeType
 import weights_file
 from config import TrainConfig
 from dataset import make_transform
@@ -38,6 +41,72 @@ def to_model_input(img, size: int) -> torch.Tensor:
     """A PIL image -> (3, size, size) tensor in [-1, 1]: resized and
     center-cropped to ``size`` (the datasets' own transform, no flip)."""
     return make_transform(size, flip_prob=0)(to_rgb(img))
+
+
+# the front-ends (CLI, web page) sample with DPM-Solver++(2M) in the
+# machine's fast precision; ``steps_matching_ddim`` turns their former DDIM
+# step counts into the new solver's (docs/solver.md has the curves)
+FRONT_END_SOLVER = 'dpmpp_2m'
+
+
+def add_front_end_arguments(parser):
+    """--solver and --precision of the CLI and the web page."""
+    parser.add_argument('--solver', default=FRONT_END_SOLVER,
+                        choices=['dpmpp_2m', 'ddim'],
+                        help='ODE solver (default dpmpp_2m, DPM-Solver++(2M);'
+                        ' ddim: the official sampler)')
+    parser.add_argument('--precision', default='auto',
+                        choices=['auto', 'official', '32-true', 'bf16-mixed',
+                                 '16-mixed'],
+                        help="'auto': what this machine runs fastest "
+                        "(hardware.py); 'official': float32 as the "
+                        'reference code')
+
+
+def front_end_precision(arg: str) -> Optional[str]:
+    """DiffAE's precision for a --precision value ('official': None)."""
+    return None if arg == 'official' else arg
+
+
+def steps_matching_ddim(solver, ddim_steps: int, latent: bool = False
+                        ) -> int:
+    """The steps at which ``solver`` is at least as close to the converged
+    ODE solution as DDIM at ``ddim_steps`` (measured on the demo models,
+    docs/solver.md): half for DPM-Solver++(2M) on the image, the same
+    count for the latent DPM (``latent``: on the demo's, 2M at 10 steps
+    was farther than DDIM at 20; it costs little next to the UNet); DDIM
+    (and DDPM) keep their count."""
+    if solver_type(solver) == GenerativeType.dpmpp_2m and not latent:
+        return max(2, (ddim_steps + 1) // 2)
+    return ddim_steps
+
+
+def _with_numerics(method):
+    """Run a DiffAE method without gradients in the model's precision
+    (DiffAE.numerics); a half-precision tensor result comes back as
+    float32 (z_sem, images)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with torch.no_grad(), self.numerics():
+            out = method(self, *args, **kwargs)
+        if torch.is_tensor(out) and out.dtype in (torch.bfloat16,
+                                                   torch.float16):
+            out = out.float()
+        return out
+    return wrapped
+
+
+def solver_type(solver) -> Optional[GenerativeType]:
+    """``solver`` (None, a GenerativeType or its value) as a
+    GenerativeType; a clear error for an unknown name."""
+    if solver is None or isinstance(solver, GenerativeType):
+        return solver
+    try:
+        return GenerativeType(solver)
+    except ValueError:
+        raise ValueError(
+            f'unknown solver {solver!r}: use one of '
+            f'{[g.value for g in GenerativeType]}') from None
 
 
 class DiffAEWeights(nn.Module):
@@ -83,9 +152,18 @@ class DiffAE:
     ``LitModel``; they are read at every call, so moving or reloading the
     owner is seen here."""
 
-    def __init__(self, conf: TrainConfig, weights: nn.Module):
+    def __init__(self, conf: TrainConfig, weights: nn.Module,
+                 precision: Optional[str] = None, solver=None):
+        """``precision``: None keeps the official numerics (LitModel's
+        notebook methods), 'auto' runs what hardware.py picks for the
+        device (with channels_last where it pays), or a Lightning
+        precision string (see inference_precision). ``solver``: the
+        default of every method's ``solver`` (None: the config's)."""
         self.conf = conf
         self.weights = weights
+        self.precision = inference_precision.check_precision(precision)
+        self.solver = solver_type(solver)
+        self._numerics_chosen = {}
         self.eval_sampler = conf.make_eval_diffusion_conf().make_sampler()
         self.eval_latent_sampler = (
             conf.make_latent_eval_diffusion_conf().make_sampler()
@@ -94,10 +172,13 @@ class DiffAE:
     @classmethod
     def from_checkpoint(cls, conf: Optional[TrainConfig] = None,
                         path: Optional[str] = None,
-                        map_location='cpu') -> 'DiffAE':
+                        map_location='cpu', precision: Optional[str] = 'auto',
+                        solver=None) -> 'DiffAE':
         """The model of template ``conf`` with the EMA weights (and latent
         statistics) of ``path`` (default ``<logdir>/last.ckpt``), every key
-        verified; the training-only weights are not loaded.
+        verified; the training-only weights are not loaded. It runs in the
+        machine's fast ``precision`` unless told otherwise (None: the
+        official float32); ``solver`` is every method's default.
 
         ``path`` may be a ``.safetensors`` file of :func:`export_weights`
         (``DiffAE.from_checkpoint('model.safetensors')``): its metadata
@@ -117,7 +198,7 @@ class DiffAE:
             weights = DiffAEWeights(conf)
             validation.load_verified(weights, conf, path, map_location,
                                      keep=_ema_keys(weights))
-        model = cls(conf, weights)
+        model = cls(conf, weights, precision=precision, solver=solver)
         model.source = path
         return model
 
@@ -151,18 +232,50 @@ class DiffAE:
                 raise RuntimeError(missing_latents_message(c))
 
     # -- samplers ----------------------------------------------------------
-    def sampler(self, T: Optional[int] = None) -> Sampler:
-        """The DDIM sampler of ``T`` steps (None: conf.T_eval)."""
-        if T is None:
+    def sampler(self, T: Optional[int] = None, solver=None) -> Sampler:
+        """The image sampler of ``T`` steps (None: conf.T_eval) with
+        ``solver`` (a GenerativeType or its value, e.g. 'dpmpp_2m'; None:
+        conf.beatgans_gen_type, the official DDIM)."""
+        solver = solver or self.solver
+        if T is None and solver is None:
             return self.eval_sampler
-        return self.conf.make_diffusion_conf(T).make_sampler()
+        return self.conf.make_diffusion_conf(
+            T or self.conf.T_eval, gen_type=solver_type(solver)).make_sampler()
 
-    def latent_sampler(self, T: Optional[int] = None) -> Sampler:
+    def latent_sampler(self, T: Optional[int] = None,
+                       solver=None) -> Sampler:
         """The latent DPM's sampler of ``T`` steps (None:
-        conf.latent_T_eval)."""
-        if T is None:
+        conf.latent_T_eval) with ``solver`` (None: conf.latent_gen_type)."""
+        solver = solver or self.solver
+        if T is None and solver is None:
             return self.eval_latent_sampler
-        return self.conf.make_latent_diffusion_conf(T).make_sampler()
+        return self.conf.make_latent_diffusion_conf(
+            T or self.conf.latent_T_eval,
+            gen_type=solver_type(solver)).make_sampler()
+
+    # -- numerics ------------------------------------------------------------
+    def numerics(self):
+        """The autocast context of this model's precision on its device,
+        chosen once per device type and said once (as train() does); the
+        first fast-precision call on a device that prefers it also turns
+        the weights channels_last (values unchanged)."""
+        dev = self.device.type
+        if dev not in self._numerics_chosen:
+            chosen, why = inference_precision.resolve(
+                self.precision, getattr(self.conf, 'precision', None),
+                self.conf.fp16, dev)
+            if self.precision is not None:
+                print(f'inference precision: {chosen} ({why})', flush=True)
+                if hardware.prefers_channels_last(dev):
+                    self.ema_model.to(memory_format=torch.channels_last)
+            self._numerics_chosen[dev] = chosen
+        return inference_precision.autocast(self._numerics_chosen[dev], dev)
+
+    def precision_chosen(self) -> str:
+        """The precision this model runs on its device (e.g. 'bf16-mixed',
+        '32-true')."""
+        self.numerics()
+        return self._numerics_chosen[self.device.type]
 
     # -- z_sem normalisation (latent models) ---------------------------------
     def normalize(self, cond):
@@ -172,7 +285,7 @@ class DiffAE:
         return zdenormalize(cond, self.conds_mean, self.conds_std)
 
     # -- the paper's operations ---------------------------------------------
-    @torch.no_grad()
+    @_with_numerics
     def encode(self, x):
         """Images in [-1, 1] -> z_sem (N, style_ch)."""
         if not self.conf.model_type.has_autoenc():
@@ -180,17 +293,22 @@ class DiffAE:
                              'encoder (a DDIM model): use an *_autoenc one')
         return self.ema_model.encoder(x)
 
-    @torch.no_grad()
-    def encode_stochastic(self, x, cond, T=None, progress=False):
-        """Images in [-1, 1] and their z_sem -> x_T (DDIM inversion)."""
-        return renderer.encode_stochastic(self.ema_model, self.sampler(T), x,
-                                          cond, progress=progress)
+    @_with_numerics
+    def encode_stochastic(self, x, cond, T=None, progress=False,
+                          solver=None):
+        """Images in [-1, 1] and their z_sem -> x_T: the ODE run from x_0
+        towards the noise with ``solver`` (None: the config's; DDIM
+        inversion as the official code, or DPM-Solver++(2M))."""
+        return renderer.encode_stochastic(self.ema_model,
+                                          self.sampler(T, solver), x, cond,
+                                          progress=progress)
 
-    @torch.no_grad()
-    def render(self, noise, cond=None, T=None, progress=False):
+    @_with_numerics
+    def render(self, noise, cond=None, T=None, progress=False, solver=None):
         """Decode x_T ``noise`` with z_sem ``cond`` into images in [0, 1]
-        (``cond`` None: an unconditional DDIM model)."""
-        sampler = self.sampler(T)
+        (``cond`` None: an unconditional DDIM model), in ``T`` model
+        calls of ``solver`` (None: the config's)."""
+        sampler = self.sampler(T, solver)
         if cond is not None:
             pred = renderer.render_condition(self.conf, self.ema_model, noise,
                                              sampler=sampler, cond=cond,
@@ -202,28 +320,33 @@ class DiffAE:
                                                progress=progress)
         return (pred + 1) / 2
 
-    @torch.no_grad()
-    def sample(self, N, device, T=None, T_latent=None, progress=False):
+    @_with_numerics
+    def sample(self, N, device, T=None, T_latent=None, progress=False,
+               solver=None, latent_solver=None):
         """N unconditional images in [0, 1]. The image noise is drawn
         first, then the latent noise (same seed => same images as the
-        reference)."""
+        reference). ``solver`` for the image (None: the config's), and for
+        the latent DPM unless ``latent_solver`` is given (both None: the
+        config's)."""
         self.check_latent_stats()
         noise = torch.randn(N, 3, self.conf.img_size, self.conf.img_size,
                             device=device)
         pred = renderer.render_uncondition(
-            self.conf, self.ema_model, noise, sampler=self.sampler(T),
-            latent_sampler=self.latent_sampler(T_latent)
+            self.conf, self.ema_model, noise, sampler=self.sampler(T, solver),
+            latent_sampler=self.latent_sampler(T_latent,
+                                               latent_solver or solver)
             if self.conf.train_mode.use_latent_net() else None,
             conds_mean=self.conds_mean, conds_std=self.conds_std,
             progress=progress)
         return (pred + 1) / 2
 
-    @torch.no_grad()
+    @_with_numerics
     def interpolate(self, cond_a, xT_a, cond_b, xT_b, alphas, T=None,
-                    progress=False):
+                    progress=False, solver=None):
         """Images in [0, 1] between two encoded images (z_sem lerp, x_T
-        slerp; see renderer.interpolate)."""
-        return (renderer.interpolate(self.ema_model, self.sampler(T), cond_a,
+        slerp; see renderer.interpolate), decoded with ``solver``."""
+        return (renderer.interpolate(self.ema_model, self.sampler(T, solver),
+                                     cond_a,
                                      xT_a, cond_b, xT_b, alphas,
                                      progress=progress) + 1) / 2
 

@@ -50,10 +50,12 @@ def checkpoint_of(conf: TrainConfig, ckpt: Optional[str] = None) -> str:
 
 
 def load_diffae(conf: TrainConfig, ckpt: Optional[str] = None,
-                device='cpu') -> DiffAE:
+                device='cpu', **options) -> DiffAE:
     """The DiffAE of ``conf`` with the weights of ``ckpt`` (default: the
-    run's last.ckpt), every key verified, on ``device``."""
-    return DiffAE.from_checkpoint(conf, checkpoint_of(conf, ckpt)).to(device)
+    run's last.ckpt), every key verified, on ``device``; ``options`` go to
+    DiffAE.from_checkpoint (precision, solver)."""
+    return DiffAE.from_checkpoint(conf, checkpoint_of(conf, ckpt),
+                                  **options).to(device)
 
 
 __all__ = ['load_template', 'template_conf', 'checkpoint_of', 'load_diffae']

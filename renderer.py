@@ -77,10 +77,10 @@ def render_condition(conf: TrainConfig, model, x_T: torch.Tensor,
 
 def encode_stochastic(model, sampler: Sampler, x: torch.Tensor,
                       cond: torch.Tensor, progress: bool = False):
-    """Invert DDIM: the x_T that decodes (with ``cond``) back into ``x``."""
-    return sampler.ddim_reverse_sample_loop(model, x,
-                                            model_kwargs={'cond': cond},
-                                            progress=progress)['sample']
+    """Invert the sampler (DDIM, or DPM-Solver++(2M) for a dpmpp_2m
+    process): the x_T that decodes (with ``cond``) back into ``x``."""
+    return sampler.reverse_sample_loop(model, x, model_kwargs={'cond': cond},
+                                       progress=progress)['sample']
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha):

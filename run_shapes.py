@@ -54,8 +54,12 @@ def parse_args(argv=None):
     p.add_argument('--data', default=None,
                    help='path of the shapes LMDB (default datasets/)')
     p.add_argument('--T', type=int, default=None,
-                   help='DDIM steps for encoding/rendering the results '
+                   help='solver steps for encoding/rendering the results '
                    '(default 50, with --quick 10)')
+    p.add_argument('--solver', default='ddim', choices=['ddim', 'dpmpp_2m'],
+                   help='ODE solver of the report (default ddim, the '
+                   "official sampler the README's figures use; dpmpp_2m: "
+                   'DPM-Solver++(2M), docs/solver.md)')
     p.add_argument('--steps', type=int, default=None,
                    help='autoencoder training steps (default: the '
                    "template's 3000, about 11 minutes on 2 cores); a finished "
@@ -201,7 +205,7 @@ def decode_report(args, lit, x, summary):
     save_labelled_grid(
         f'{args.out}/reconstructions.png', [x01, rec_inv, rec_rand],
         ['input', 'inverted x_T', 'random x_T'],
-        title=f'Decoding z_sem (DDIM T={args.T})')
+        title=f'Decoding z_sem ({args.solver} T={args.T})')
     summary['recon_mse_inverted_xT'] = (rec_inv - x01).square().mean().item()
     summary['recon_mse_random_xT'] = (rec_rand - x01).square().mean().item()
     return cond, xT
@@ -319,7 +323,10 @@ def report(args, summary):
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
     lat_conf = configure(shapes32_autoenc_latent(), args)
-    lit = DiffAE.from_checkpoint(lat_conf)
+    lit = DiffAE.from_checkpoint(lat_conf, solver=args.solver)
+    # what the report ran: the solver and the precision chosen for the CPU
+    summary['solver'] = args.solver
+    summary['inference_precision'] = lit.precision_chosen()
     data = heldout_data(lat_conf)
     summary['report_images'] = (f'{len(data)} held-out images '
                                 f"('{data.path}', seed {data.meta['seed']})")

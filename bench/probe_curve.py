@@ -157,7 +157,8 @@ def main(argv=None):
                          enable_progress_bar=False)
         torch.manual_seed(0)
         rep = zsem_probe.zsem_decoding_report(
-            DiffAE.from_checkpoint(conf), images[:args.images],
+            DiffAE.from_checkpoint(conf, precision=None),
+            images[:args.images],
             ds.read_attributes, T=20, seeds=2)
         row = {'step': args.steps, 'zsem_only_kept': rep['kept'],
                'chance': rep['chance']}

@@ -145,7 +145,7 @@ def measure(args, ds, ae, cls_conf, data, heldout, path=None):
     first --images training images, and (under 'heldout') on as many
     images the model never saw."""
     torch.manual_seed(0)
-    model = DiffAE.from_checkpoint(ae, path)
+    model = DiffAE.from_checkpoint(ae, path, precision=None)  # as before
     cls = ClsModel.from_checkpoint(cls_conf)
     x = torch.stack([data[i]['img'] for i in range(args.images)])
     rec = measure_images(args, ds, model, cls, x)

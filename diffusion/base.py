@@ -1,7 +1,8 @@
 """Gaussian diffusion (eps prediction as official; x_0 or v prediction and a
 loss weighting over timesteps opt-in): the training loss, the posterior,
 DDPM ancestral sampling, deterministic DDIM and its reverse (stochastic
-encoding).
+encoding), and the same two with DPM-Solver++(2M) (diffusion/dpm_solver.py,
+opt-in ``GenerativeType.dpmpp_2m``).
 
 Port of the reference's ``GaussianDiffusionBeatGans`` (itself from Ho et al.
 and guided-diffusion). The schedule is computed once in float64 (kept as
@@ -22,6 +23,7 @@ from choices import (GenerativeType, LossType, ModelMeanType, ModelType,
 from config_base import BaseConfig
 from model.nn import mean_flat
 
+from .dpm_solver import dpmpp_2m_coefficients, sample_dpmpp_2m
 from .schedules import get_named_beta_schedule  # noqa: F401 (re-export)
 from .weighting import loss_weights, perceptual_weights
 
@@ -140,6 +142,7 @@ class GaussianDiffusionBeatGans:
                                                self.timestep_map,
                                                conf.lpips_t_max)
         self._device_coefs: Dict[torch.device, Dict[str, torch.Tensor]] = {}
+        self._dpmpp_coefs = {}
 
     # ------------------------------------------------------------------
     # schedule lookup
@@ -334,6 +337,13 @@ class GaussianDiffusionBeatGans:
             'model_forward': model_forward,
         }
 
+    def pred_xstart(self, model, x, t, clip_denoised=True, model_kwargs=None):
+        """The model's x_0 prediction at step ``t`` (one call; clamped to
+        [-1, 1] when ``clip_denoised``), whatever the network predicts."""
+        out = self._call_model(model, x, t, model_kwargs or {})
+        pred = self._predict_xstart(x, t, out.pred.type(x.dtype))
+        return pred.clamp(-1, 1) if clip_denoised else pred
+
     # one step of each sampler: (model, x, t, ...) -> {'sample',
     # 'pred_xstart'}
     def p_sample(self, model, x, t, clip_denoised=True, model_kwargs=None,
@@ -428,30 +438,95 @@ class GaussianDiffusionBeatGans:
         """Encode x_0 into the stochastic subcode x_T by running DDIM
         backwards. Returns {'sample': x_T, 'sample_t': [x_1 ... x_T],
         'xstart_t', 'T'} (``device`` is unused: ``x`` says where)."""
-        sample_t, xstart_t, T = [], [], []
-
         def step(x, t, i):
             return self.ddim_reverse_sample(model, x, t,
                                             clip_denoised=clip_denoised,
                                             model_kwargs=model_kwargs,
                                             eta=eta)
 
-        def record(out):
-            sample_t.append(out['sample'])
-            xstart_t.append(out['pred_xstart'])
-            T.append(out['t'])
-            if callback is not None:
-                callback(out)
+        out, record = _recorded(callback)
+        out['sample'] = _run_loop(step, x, range(self.num_timesteps),
+                                  progress, 'encode', record)
+        return out
 
-        sample = _run_loop(step, x, range(self.num_timesteps), progress,
-                           'encode', record)
-        return {'sample': sample, 'sample_t': sample_t, 'xstart_t': xstart_t,
-                'T': T}
+    def dpmpp_2m_sample_loop(self, model, shape=None, noise=None,
+                             clip_denoised=True, model_kwargs=None,
+                             device=None, progress=False, callback=None):
+        """DPM-Solver++(2M) from ``noise`` (x_T, or fresh noise of
+        ``shape``) to x_0 on this process's steps (one model call each);
+        ``model_kwargs`` and ``callback`` as in ddim_sample_loop."""
+        x = self._initial_noise(model, shape, noise, device)
+        return self._dpmpp_2m_loop(model, x, 'sample', clip_denoised,
+                                   model_kwargs, progress, callback)
+
+    def dpmpp_2m_reverse_sample_loop(self, model, x, clip_denoised=True,
+                                     model_kwargs=None, device=None,
+                                     progress=False, callback=None):
+        """Encode x_0 into x_T with DPM-Solver++(2M) run towards the noise,
+        on the steps of ddim_reverse_sample_loop; returns the same dict."""
+        out, record = _recorded(callback)
+        out['sample'] = self._dpmpp_2m_loop(model, x, 'reverse',
+                                            clip_denoised, model_kwargs,
+                                            progress, record)
+        return out
+
+    def dpmpp_2m_steps(self, direction: str):
+        """(step indices in the order they run, their dpm_solver
+        coefficients) towards x_0 (``'sample'``) or x_T (``'reverse'``)."""
+        if direction not in self._dpmpp_coefs:
+            if direction == 'sample':
+                idx = np.arange(self.num_timesteps)[::-1]
+                to = self.alphas_cumprod_prev[idx]
+            elif direction == 'reverse':
+                idx = np.arange(self.num_timesteps)
+                to = self.alphas_cumprod_next[idx]
+            else:
+                raise ValueError(direction)
+            self._dpmpp_coefs[direction] = (
+                idx.tolist(),
+                dpmpp_2m_coefficients(self.alphas_cumprod[idx], to))
+        return self._dpmpp_coefs[direction]
+
+    def _dpmpp_2m_loop(self, model, x, direction, clip_denoised,
+                       model_kwargs, progress, callback):
+        indices, coefs = self.dpmpp_2m_steps(direction)
+        ts = {}
+
+        def denoise(x, k):
+            i = indices[k]
+            ts[k] = t = torch.full((len(x), ), i, device=x.device,
+                                   dtype=torch.long)
+            kwargs = (model_kwargs[i] if isinstance(model_kwargs, list) else
+                      model_kwargs)
+            return self.pred_xstart(model, x, t, clip_denoised, kwargs)
+
+        def report(out):
+            k = out.pop('k')
+            callback({'i': indices[k], 't': ts.pop(k), **out})
+
+        with torch.no_grad():
+            return sample_dpmpp_2m(
+                denoise, x, coefs, report if callback is not None else None,
+                progress, 'DPM-Solver++(2M)' if direction == 'sample' else
+                'encode (DPM-Solver++(2M))')
+
+    def reverse_sample_loop(self, model, x, clip_denoised=True,
+                            model_kwargs=None, progress=False, callback=None):
+        """Inversion x_0 -> x_T with this process's solver: DPM-Solver++(2M)
+        for ``GenerativeType.dpmpp_2m``, else DDIM (the official
+        stochastic encoding, also for a DDPM process)."""
+        loop = (self.dpmpp_2m_reverse_sample_loop
+                if self.conf.gen_type == GenerativeType.dpmpp_2m else
+                self.ddim_reverse_sample_loop)
+        return loop(model, x, clip_denoised=clip_denoised,
+                    model_kwargs=model_kwargs, progress=progress,
+                    callback=callback)
 
     def sample(self, model, shape=None, noise=None, cond=None, x_start=None,
                clip_denoised=True, model_kwargs=None, progress=False,
                callback=None):
-        """Generate with this process's ``gen_type`` (DDPM or DDIM).
+        """Generate with this process's ``gen_type`` (DDPM, DDIM or
+        DPM-Solver++(2M)).
 
         For the autoencoder, pass ``cond`` (z_sem) or ``x_start`` (an image
         to encode). ``callback`` as in the loops."""
@@ -465,6 +540,8 @@ class GaussianDiffusionBeatGans:
             loop = self.p_sample_loop
         elif self.conf.gen_type == GenerativeType.ddim:
             loop = self.ddim_sample_loop
+        elif self.conf.gen_type == GenerativeType.dpmpp_2m:
+            loop = self.dpmpp_2m_sample_loop
         else:
             raise NotImplementedError(self.conf.gen_type)
         return loop(model, shape=shape, noise=noise,
@@ -479,6 +556,21 @@ class GaussianDiffusionBeatGans:
             param = next(iter(model.parameters()), None)
             device = param.device if param is not None else 'cpu'
         return torch.randn(*shape, device=device)
+
+
+def _recorded(callback):
+    """({'sample_t', 'xstart_t', 'T'} lists, a callback that appends each
+    step's sample, x_0 prediction and t to them, then calls ``callback``):
+    what the reverse loops return besides x_T."""
+    out = {'sample_t': [], 'xstart_t': [], 'T': []}
+
+    def record(step):
+        out['sample_t'].append(step['sample'])
+        out['xstart_t'].append(step['pred_xstart'])
+        out['T'].append(step['t'])
+        if callback is not None:
+            callback(step)
+    return out, record
 
 
 def _run_loop(step, x, indices, progress: bool, desc: str, callback=None):

@@ -45,9 +45,13 @@ def space_timesteps(num_timesteps: int, section_counts) -> set:
     """The original timesteps that a shorter sampler keeps.
 
     ``section_counts`` is a list of step counts for equal portions of the
-    process (e.g. [10, 15, 20]), the same as a comma-separated string, or
-    'ddimN' for the DDIM paper's fixed integer stride.
+    process (e.g. [10, 15, 20]), the same as a comma-separated string,
+    'ddimN' for the DDIM paper's fixed integer stride, or 'quadN' for N
+    steps quadratic in time (denser at low noise, see quadratic_timesteps).
     """
+    if isinstance(section_counts, str) and section_counts.startswith('quad'):
+        return set(quadratic_timesteps(num_timesteps,
+                                       int(section_counts[len('quad'):])))
     if isinstance(section_counts, str):
         if section_counts.startswith('ddim'):
             desired_count = int(section_counts[len('ddim'):])
@@ -75,3 +79,21 @@ def space_timesteps(num_timesteps: int, section_counts) -> set:
             cur_idx += frac_stride
         start_idx += size
     return set(all_steps)
+
+
+def quadratic_timesteps(num_timesteps: int, n: int) -> list:
+    """``n`` distinct timesteps from 0 to ``num_timesteps - 1``, quadratic
+    in time: round((k / (n - 1))^2 (num_timesteps - 1)), k = 0 .. n - 1,
+    each at least one after the one before (DPM-Solver's 'time_quadratic'
+    steps, Lu et al. 2022: a second-order solver converges at its order on
+    them, where the uniform steps leave one large log-SNR jump into t = 0).
+    """
+    if not 2 <= n <= num_timesteps:
+        raise ValueError(f'cannot take {n} quadratic steps out of '
+                         f'{num_timesteps} (2 to {num_timesteps})')
+    out = []
+    for v in np.linspace(0, math.sqrt(num_timesteps - 1), n)**2:
+        t = int(round(v))
+        out.append(t if not out or t > out[-1] else out[-1] + 1)
+    assert out[-1] == num_timesteps - 1, out
+    return out

@@ -23,7 +23,11 @@ GOLDEN = Path(os.environ.get('DIFFAE_GOLDEN', ROOT / 'tests' / 'golden'))
 ATOL_FORWARD = 1e-4
 ATOL_LOOP = 1e-3
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 threads; OMP_NUM_THREADS wins when set (on a machine shared by
+# several heavy jobs, 1 thread each ran the demo UNet's step ~10x faster
+# than 2: the threads' barriers wait on preempted partners)
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 0)) or
+                      max(1, min(2, os.cpu_count() or 1)))
 
 
 class MissingFixtureError(FileNotFoundError):

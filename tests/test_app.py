@@ -20,7 +20,10 @@ from PIL import Image
 
 from conftest import ROOT
 
-FAST = dict(T=4, T_inv=4, T_latent=4)
+# float32 (precision=None): the checks below compare renders of different
+# batch sizes to within float32 round-off (in bf16 the batch changes the
+# rounding by up to ~11/255 here; the bf16 path: test_inference_precision)
+FAST = dict(T=4, T_inv=4, T_latent=4, precision=None)
 
 
 @pytest.fixture(scope='module')
