@@ -13,7 +13,10 @@ grad-norm clip, Adam, EMA. The term is on at every timestep
 (lpips_loss_t_max = T; the cost does not depend on it: LPIPS runs on the
 whole batch and the weight zeroes the other samples). The AlexNet trunk
 is a seeded random stand-in of the real file's shapes (same FLOPs).
-Prints one JSON line per child, then the medians and on/off ratios.
+Prints one JSON line per child, then the medians and on/off ratios;
+'lpips_alone_s' times the LPIPS forward + backward by itself (measured
+after the steps, so not inside the peak), for when the step-time
+difference is below run-to-run noise.
 """
 import argparse
 import json
@@ -32,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 import hardware  # noqa: E402
 import templates_latent  # noqa: E402
-from experiment import LitModel, ema_update  # noqa: E402
+from experiment import LitModel  # noqa: E402
+from train_step import training_step  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,19 +79,11 @@ def child(args):
     x = torch.rand(args.batch, 3, conf.img_size, conf.img_size) * 2 - 1
     x = x.contiguous(memory_format=torch.channels_last)
     t = torch.randint(0, conf.T, (args.batch, ))
-    noise = torch.randn_like(x)
 
     def step():
-        with torch.autocast('cpu', dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
-            loss = lit.sampler.training_losses(
-                lit.model, x, t, noise=noise, perceptual=net)['loss'].mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lit.model.parameters(), 1.0,
-                                       foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema_update(lit.model, lit.ema_model, conf.ema_decay)
+        ctx = torch.autocast('cpu', dtype=dtype or torch.float32,
+                             enabled=dtype is not None)
+        training_step(lit, lit.model, opt, x, t, ctx, perceptual=net)
 
     built = rss_mib()
     step()  # warm-up (oneDNN kernels, Adam state)
@@ -97,11 +93,18 @@ def child(args):
         step()
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    term_s = None
+    if net is not None:  # the LPIPS forward + backward alone, float32
+        guess = x.detach().clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            net(guess.float(), x.float()).sum().backward()
+        term_s = round((time.perf_counter() - t0) / args.steps, 4)
     print(json.dumps({
         'template': args.template, 'batch': args.batch, 'lpips': args.child,
         'net': args.net if args.child == 'on' else None,
         'precision': precision, 'threads': torch.get_num_threads(),
-        'step_s': [round(v, 3) for v in times],
+        'step_s': [round(v, 3) for v in times], 'lpips_alone_s': term_s,
         'rss_after_build_mib': round(built), 'peak_rss_mib': round(peak),
         'step_peak_over_build_mib': round(peak - built)}), flush=True)
 
@@ -150,6 +153,8 @@ def main(args):
             'peak_rss_mib': max(r['peak_rss_mib'] for r in mine),
             'step_peak_over_build_mib': max(r['step_peak_over_build_mib']
                                             for r in mine)}
+    summary['on']['lpips_alone_s'] = statistics.median(
+        r['lpips_alone_s'] for r in rows if r['lpips'] == 'on')
     summary['step_time_ratio_on_off'] = round(
         summary['on']['median_step_s'] / summary['off']['median_step_s'], 3)
     print(json.dumps({'summary': summary}), flush=True)

@@ -189,6 +189,23 @@ def autocast_ctx(mode, device):
     return nullcontext()
 
 
+def training_step(lit, model, opt, x, t, ctx, ema=ema_update,
+                  perceptual=None):
+    """One step as train() runs it: the loss under ``ctx`` (an autocast
+    or null context), backward, grad-norm clip, Adam, then ``ema`` of
+    lit.model into lit.ema_model. ``model`` is lit.model or its compiled
+    form; ``perceptual`` the LPIPS net of the opt-in loss term (or None)."""
+    with ctx:
+        loss = lit.sampler.training_losses(
+            model, x, t, perceptual=perceptual)['loss'].mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(lit.model.parameters(), 1.0,
+                                   foreach=True)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    ema(lit.model, lit.ema_model, lit.conf.ema_decay)
+
+
 def bench_mode(args, mode, device, conf=None):
     """One JSON-able result of ``mode``; ``conf`` (default: the
     template ``args.template``) is the model to time."""
@@ -241,14 +258,8 @@ def bench_mode(args, mode, device, conf=None):
 
     def train_step():
         for _ in range(args.steps):
-            with autocast_ctx(mode, device):
-                loss = lit.sampler.training_losses(model, x, t)['loss'].mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lit.model.parameters(), 1.0,
-                                           foreach=True)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema(lit.model, lit.ema_model, conf.ema_decay)
+            training_step(lit, model, opt, x, t, autocast_ctx(mode, device),
+                          ema)
 
     if 'train' not in skip:
         warm, times = timed_with_warmup(train_step, device, args.repeats,
