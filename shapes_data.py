@@ -311,7 +311,7 @@ def shape_attribute_scores(images, value_range: Sequence[float] = (-1, 1)
 def shape_attribute_classes(images, value_range: Sequence[float] = (-1, 1)
                             ) -> Dict[str, torch.Tensor]:
     """The measured attributes of each image as classes (an attribute
-    reader for evaluation.zsem_decoding_report): 'shape' (index into
+    reader for zsem_probe.zsem_decoding_report): 'shape' (index into
     SHAPES), 'color' (into SHAPE_COLORS), and 0 / 1 for 'large', 'left',
     'top' and 'light_background'. See :func:`shape_attribute_scores`."""
     m = shape_attribute_scores(images, value_range)

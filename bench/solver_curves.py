@@ -15,7 +15,7 @@ official numerics, so that only the solver differs):
   seeded noises) against its --ref-step DDIM solution;
 - seconds per render (an indication only: not under the bench lock).
 
-Then the z_sem-only decoding report (evaluation.zsem_decoding_report) with
+Then the z_sem-only decoding report (zsem_probe.zsem_decoding_report) with
 each solver at its --zsem steps. One JSON per dataset and part in
 outputs/solver/ (the demo's models; the scenes ones: bench/solver_models).
 """
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import evaluation  # noqa: E402
+import zsem_probe  # noqa: E402
 import hardware  # noqa: E402
 import solver_models  # noqa: E402
 import study_recipes  # noqa: E402
@@ -127,7 +127,7 @@ def zsem_reports(model, dataset, args):
     read = study_recipes.DATASETS[dataset].read_attributes
     out = {}
     for solver, T in zip(SOLVERS, args.zsem):
-        rep = evaluation.zsem_decoding_report(WithSolver(model, solver), x,
+        rep = zsem_probe.zsem_decoding_report(WithSolver(model, solver), x,
                                               read, T=T, seeds=args.seeds)
         out[f'{solver}_T{T}'] = {k: rep[k] for k in (
             'T', 'seeds', 'images', 'kept', 'chance', 'spread_across_z',
