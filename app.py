@@ -160,10 +160,10 @@ def parse_args(argv=None):
                    'checkpoints/, then /usr/share/dlib/)')
     add_front_end_arguments(p)
     p.add_argument('--T', type=int, default=None,
-                   help='render steps (default: DDIM 20, dpmpp_2m 10)')
+                   help='render steps (default: DDIM 20, dpmpp_2m 7)')
     p.add_argument('--T-inv', type=int, default=None,
                    help='steps to encode x_T (default: DDIM 50, dpmpp_2m '
-                   '25)')
+                   '17)')
     p.add_argument('--T-latent', type=int, default=None,
                    help='latent DPM steps for samples (default 50)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available()

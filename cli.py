@@ -244,10 +244,10 @@ def parse_args(argv=None):
         add_front_end_arguments(sp)
         sp.add_argument('--T', type=int, default=None,
                         help='steps for rendering (default: DDIM 20, '
-                        'dpmpp_2m 10)')
+                        'dpmpp_2m 7)')
         sp.add_argument('--T-inv', type=int, default=None,
                         help='steps for encoding x_T (default: DDIM 100, '
-                        'dpmpp_2m 50)')
+                        'dpmpp_2m 34)')
         sp.add_argument('--device', default='cuda'
                         if torch.cuda.is_available() else 'cpu')
         sp.add_argument('--align', action='store_true',

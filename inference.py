@@ -71,29 +71,49 @@ def front_end_precision(arg: str) -> Optional[str]:
 def steps_matching_ddim(solver, ddim_steps: int, latent: bool = False
                         ) -> int:
     """The steps at which ``solver`` is at least as close to the converged
-    ODE solution as DDIM at ``ddim_steps`` (measured on the demo models,
-    docs/solver.md): half for DPM-Solver++(2M) on the image, the same
-    count for the latent DPM (``latent``: on the demo's, 2M at 10 steps
-    was farther than DDIM at 20; it costs little next to the UNet); DDIM
-    (and DDPM) keep their count."""
+    ODE solution as DDIM at ``ddim_steps``, measured on the demo's and the
+    scenes' models (docs/solver.md). DPM-Solver++(2M) on the image: a
+    third, rounded up, and never under 7 (nor over ``ddim_steps``): 20 ->
+    7, 50 -> 17, 100 -> 34 (10 -> 7: at 5 steps 2M was farther than DDIM
+    at 10 on the scenes). The latent DPM keeps its count (``latent``: 2M
+    is then 15-50x closer than DDIM, and the MLP's steps cost little next
+    to the UNet's). DDIM (and DDPM) keep their count."""
     if solver_type(solver) == GenerativeType.dpmpp_2m and not latent:
-        return max(2, (ddim_steps + 1) // 2)
+        return min(ddim_steps, max(7, -(-ddim_steps // 3)))
     return ddim_steps
 
 
-def _with_numerics(method):
+def _with_numerics(pixels):
     """Run a DiffAE method without gradients in the model's precision
-    (DiffAE.numerics); a half-precision tensor result comes back as
-    float32 (z_sem, images)."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        with torch.no_grad(), self.numerics():
-            out = method(self, *args, **kwargs)
-        if torch.is_tensor(out) and out.dtype in (torch.bfloat16,
-                                                   torch.float16):
-            out = out.float()
-        return out
-    return wrapped
+    (DiffAE.numerics) for a call of ``pixels(self, *args, **kwargs)``
+    pixels (batch x height x width); a half-precision tensor result comes
+    back as float32 (z_sem, images)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def wrapped(self, *args, **kwargs):
+            with torch.no_grad(), self.numerics(
+                    pixels(self, *args, **kwargs)):
+                out = method(self, *args, **kwargs)
+            if torch.is_tensor(out) and out.dtype in (torch.bfloat16,
+                                                       torch.float16):
+                out = out.float()
+            return out
+        return wrapped
+    return wrap
+
+
+def _image_pixels(self, x, *args, **kwargs):
+    """Pixels of a call on a batch of images (or x_T) ``x``."""
+    return x.shape[0] * x.shape[-2] * x.shape[-1]
+
+
+def _sample_pixels(self, N, *args, **kwargs):
+    return N * self.conf.img_size**2
+
+
+def _interpolate_pixels(self, cond_a, xT_a, cond_b, xT_b, alphas, *args,
+                        **kwargs):
+    return len(alphas) * xT_a.shape[-2] * xT_a.shape[-1]
 
 
 def solver_type(solver) -> Optional[GenerativeType]:
@@ -254,28 +274,41 @@ class DiffAE:
             gen_type=solver_type(solver)).make_sampler()
 
     # -- numerics ------------------------------------------------------------
-    def numerics(self):
-        """The autocast context of this model's precision on its device,
-        chosen once per device type and said once (as train() does); the
-        first fast-precision call on a device that prefers it also turns
-        the weights channels_last (values unchanged)."""
+    def numerics(self, pixels: Optional[int] = None):
+        """The autocast context of this model's precision on its device for
+        a call of ``pixels`` (batch x height x width; None: any size), the
+        precision chosen once per device type and said once (as train()
+        does; 'auto' on a CPU runs small calls in float32,
+        inference_precision.for_call); the first fast-precision call on a
+        device that prefers it also turns the weights channels_last
+        (values unchanged)."""
         dev = self.device.type
         if dev not in self._numerics_chosen:
             chosen, why = inference_precision.resolve(
                 self.precision, getattr(self.conf, 'precision', None),
                 self.conf.fp16, dev)
             if self.precision is not None:
+                small = inference_precision.for_call(chosen, self.precision,
+                                                     dev, 0)
+                if small != chosen:
+                    why += (f'; {small} for calls under '
+                            f'{inference_precision.CPU_BF16_MIN_PIXELS} '
+                            'pixels (batch x height x width), where bf16 '
+                            'does not pay on a CPU')
                 print(f'inference precision: {chosen} ({why})', flush=True)
                 if hardware.prefers_channels_last(dev):
                     self.ema_model.to(memory_format=torch.channels_last)
             self._numerics_chosen[dev] = chosen
-        return inference_precision.autocast(self._numerics_chosen[dev], dev)
+        return inference_precision.autocast(inference_precision.for_call(
+            self._numerics_chosen[dev], self.precision, dev, pixels), dev)
 
-    def precision_chosen(self) -> str:
+    def precision_chosen(self, pixels: Optional[int] = None) -> str:
         """The precision this model runs on its device (e.g. 'bf16-mixed',
-        '32-true')."""
+        '32-true') for a call of ``pixels`` (None: the model's choice)."""
         self.numerics()
-        return self._numerics_chosen[self.device.type]
+        return inference_precision.for_call(
+            self._numerics_chosen[self.device.type], self.precision,
+            self.device.type, pixels)
 
     # -- z_sem normalisation (latent models) ---------------------------------
     def normalize(self, cond):
@@ -285,7 +318,7 @@ class DiffAE:
         return zdenormalize(cond, self.conds_mean, self.conds_std)
 
     # -- the paper's operations ---------------------------------------------
-    @_with_numerics
+    @_with_numerics(_image_pixels)
     def encode(self, x):
         """Images in [-1, 1] -> z_sem (N, style_ch)."""
         if not self.conf.model_type.has_autoenc():
@@ -293,7 +326,7 @@ class DiffAE:
                              'encoder (a DDIM model): use an *_autoenc one')
         return self.ema_model.encoder(x)
 
-    @_with_numerics
+    @_with_numerics(_image_pixels)
     def encode_stochastic(self, x, cond, T=None, progress=False,
                           solver=None):
         """Images in [-1, 1] and their z_sem -> x_T: the ODE run from x_0
@@ -303,7 +336,7 @@ class DiffAE:
                                           self.sampler(T, solver), x, cond,
                                           progress=progress)
 
-    @_with_numerics
+    @_with_numerics(_image_pixels)
     def render(self, noise, cond=None, T=None, progress=False, solver=None):
         """Decode x_T ``noise`` with z_sem ``cond`` into images in [0, 1]
         (``cond`` None: an unconditional DDIM model), in ``T`` model
@@ -320,7 +353,7 @@ class DiffAE:
                                                progress=progress)
         return (pred + 1) / 2
 
-    @_with_numerics
+    @_with_numerics(_sample_pixels)
     def sample(self, N, device, T=None, T_latent=None, progress=False,
                solver=None, latent_solver=None):
         """N unconditional images in [0, 1]. The image noise is drawn
@@ -340,7 +373,7 @@ class DiffAE:
             progress=progress)
         return (pred + 1) / 2
 
-    @_with_numerics
+    @_with_numerics(_interpolate_pixels)
     def interpolate(self, cond_a, xT_a, cond_b, xT_b, alphas, T=None,
                     progress=False, solver=None):
         """Images in [0, 1] between two encoded images (z_sem lerp, x_T

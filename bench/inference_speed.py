@@ -38,8 +38,9 @@ FRONT_ENDS = {'cli': (20, 100, 20), 'web': (20, 50, 50)}
 
 def paths(front):
     T, T_inv, T_lat = FRONT_ENDS[front]
-    new = tuple(steps_matching_ddim('dpmpp_2m', n) for n in (T, T_inv,
-                                                             T_lat))
+    new = (steps_matching_ddim('dpmpp_2m', T),
+           steps_matching_ddim('dpmpp_2m', T_inv),
+           steps_matching_ddim('dpmpp_2m', T_lat, latent=True))
     return {'today': ('ddim', None, (T, T_inv, T_lat)),
             'new': ('dpmpp_2m', 'auto', new)}
 

@@ -138,21 +138,22 @@ def zsem_reports(model, dataset, args):
 
 def table(paths):
     """The docs table: one row per dataset and T, both solvers side by
-    side."""
+    side (the image and latent parts of a dataset merged)."""
     print('| model | T | decode MSE DDIM | decode MSE 2M | round trip DDIM '
           '| round trip 2M | latent MSE DDIM | latent MSE 2M |')
     print('|---|---|---|---|---|---|---|---|')
+    by = {}
     for path in paths:
         r = json.load(open(path))
-        by = {}
         for x in r.get('image_rows', []) + r.get('latent_rows', []):
-            by.setdefault((x['T'], x['solver']), {}).update(x)
-        for T in sorted({T for T, _ in by}):
-            cells = []
-            for key in ('decode_mse', 'round_trip_mse', 'latent_mse'):
-                cells += [f"{by[T, s][key]:.2e}" if key in by[T, s] else '-'
-                          for s in SOLVERS]
-            print(f"| {r['dataset']} | {T} | " + ' | '.join(cells) + ' |')
+            by.setdefault((r['dataset'], x['T'], x['solver']), {}).update(x)
+    for dataset, T in sorted({(d, T) for d, T, _ in by}):
+        cells = []
+        for key in ('decode_mse', 'round_trip_mse', 'latent_mse'):
+            cells += [f"{by[dataset, T, s][key]:.2e}"
+                      if key in by.get((dataset, T, s), {}) else '-'
+                      for s in SOLVERS]
+        print(f'| {dataset} | {T} | ' + ' | '.join(cells) + ' |')
 
 
 def main(argv=None):
