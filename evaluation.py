@@ -38,6 +38,10 @@ from dist_utils import (all_gather_rows, broadcast, chunk_size, get_rank,
 from tensor_util import eval_mode
 from lmdb_writer import LMDBImageWriter
 from renderer import encode_stochastic, render_condition, render_uncondition
+# moved to zsem_probe.py (CHANGELOG, code layout); still importable here
+from zsem_probe import (auroc, auroc_columns, fit_ridge_probes,  # noqa: F401
+                        linear_probe, manipulation_change_rate,
+                        zsem_decoding_report)
 
 GRAMMAR = ('infer | infer+render<T> | fid<T> | fid(<T>,<T_latent>) | '
            'fidclip(<T>,<T_latent>) | recon<T> | inv<T>   (T: integers, '

@@ -120,3 +120,13 @@ def test_manipulation_change_rate_counts_images_moved_to_the_target(data):
     # next to the 'large' threshold)
     assert r['others_kept'][0.0] == r['others_kept'][0.1] == 1.0
     assert r['others_kept'][0.5] >= 0.95
+
+
+def test_the_probe_names_still_import_from_evaluation():
+    """They moved to zsem_probe (CHANGELOG: every public name still
+    imports from where it did)."""
+    import evaluation
+    for name in ('auroc', 'auroc_columns', 'fit_ridge_probes',
+                 'linear_probe', 'manipulation_change_rate',
+                 'zsem_decoding_report'):
+        assert getattr(evaluation, name) is getattr(zsem_probe, name)
