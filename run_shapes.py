@@ -327,6 +327,9 @@ def report(args, summary):
     # what the report ran: the solver and the precision chosen for the CPU
     summary['solver'] = args.solver
     summary['inference_precision'] = lit.precision_chosen()
+    # precision 'auto' runs a call of fewer pixels than this in float32
+    summary['inference_precision_of_one_image'] = lit.precision_chosen(
+        pixels=lat_conf.img_size**2)
     data = heldout_data(lat_conf)
     summary['report_images'] = (f'{len(data)} held-out images '
                                 f"('{data.path}', seed {data.meta['seed']})")

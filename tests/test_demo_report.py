@@ -35,5 +35,8 @@ def test_report_measures_decoding_from_z_sem_alone(tmp_path):
     for label, r in moved.items():
         assert set(r['changed']) == {'0.5', '1.0', '1.5'}, label
         assert r['images'] >= 1
+    # what the report ran in: one 32x32 image is a small call, float32
+    assert summary['inference_precision_of_one_image'] == '32-true'
+    assert summary['inference_precision'] in ('32-true', 'bf16-mixed')
     for grid in ('zsem_only.png', 'reconstructions.png', 'manipulation.png'):
         assert (out / grid).stat().st_size > 0
