@@ -327,7 +327,8 @@ def report(args, summary):
     # what the report ran: the solver and the precision chosen for the CPU
     summary['solver'] = args.solver
     summary['inference_precision'] = lit.precision_chosen()
-    # precision 'auto' runs a call of fewer pixels than this in float32
+    # and what a call on one image runs in ('auto' runs small CPU calls,
+    # under inference_precision.CPU_BF16_MIN_PIXELS, in float32)
     summary['inference_precision_of_one_image'] = lit.precision_chosen(
         pixels=lat_conf.img_size**2)
     data = heldout_data(lat_conf)
